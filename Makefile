@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine: `make demo` (the main job) and `make test` (the suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch==2.13.0 lies in /opt/wheels on our machines; elsewhere pip uses the index.
+PIP_INSTALL = $(BIN)/python -m pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test install install-dev lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(PIP_INSTALL) -e .
+
+install-dev: $(BIN)/python
+	$(PIP_INSTALL) -e ".[dev]"
+
+demo: install
+	$(BIN)/xmodal demo
+
+test: install-dev
+	$(BIN)/python -m ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: install-dev
+	$(BIN)/python -m ruff check src tests benchmarks
+
+bench: install-dev
+	$(BIN)/python benchmarks/quality.py
+	$(BIN)/python benchmarks/encode_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs

@@ -1,0 +1,7 @@
+"""The one trainer for every method."""
+
+from xmodal.training.config import TrainConfig
+from xmodal.training.data import PairedFeatures, iterate_batches
+from xmodal.training.trainer import TrainResult, Trainer, seed_everything
+
+__all__ = ["PairedFeatures", "TrainConfig", "TrainResult", "Trainer", "iterate_batches", "seed_everything"]

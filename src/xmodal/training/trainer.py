@@ -1,0 +1,199 @@
+"""The one trainer: every method, every stage, checkpoints chosen on validation."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from xmodal.embedding import embed_pairs, score_embeddings
+from xmodal.encoders.base import resolve_device
+from xmodal.methods.base import Method, Stage
+from xmodal.training.config import TrainConfig
+from xmodal.training.data import PairedFeatures, iterate_batches
+
+__all__ = ["TrainResult", "Trainer", "seed_everything"]
+
+EpochCallback = Callable[[dict[str, Any], Method], None]
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a torch generator for batch order."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        history: One dict per epoch: stage, epoch, mean loss terms, validation metrics, seconds.
+        best: Validation metrics of the selected checkpoint.
+        best_epoch: Global epoch (1-based) of the selected checkpoint; 0 for closed-form methods.
+        seconds_per_epoch: Mean wall time of a training epoch (without validation).
+    """
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, float] = field(default_factory=dict)
+    best_epoch: int = 0
+    seconds_per_epoch: float = 0.0
+
+
+def _schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _selection_value(metrics: dict[str, float], select_metric: str) -> float:
+    if select_metric == "map":
+        if "map_i2t" not in metrics:
+            raise ValueError("select_metric='map' needs labels on the validation split")
+        return (metrics["map_i2t"] + metrics["map_t2i"]) / 2
+    return metrics["rsum"]
+
+
+class Trainer:
+    """Trains any registered method on frozen features.
+
+    For each of the method's stages: AdamW over that stage's parameters, linear warm-up and cosine
+    decay, gradient clipping; after each epoch of a selecting stage, the validation split is scored
+    and the best state (by ``select_metric``) is kept; patience stops a stage early. The test split
+    is never seen here.
+
+    Args:
+        method: The method to train (moved to the configured device).
+        config: Trainer options.
+        on_epoch: Called after every epoch with the epoch record and the method (used to write
+            checkpoints and history as training goes, so nothing is lost on a crash).
+    """
+
+    def __init__(self, method: Method, config: TrainConfig, on_epoch: EpochCallback | None = None) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.method = method.to(self.device)
+        self.on_epoch = on_epoch
+
+    def _validate(self, val: PairedFeatures | None) -> dict[str, float]:
+        if val is None:
+            return {}
+        return score_embeddings(embed_pairs(self.method, val, self.device))
+
+    def fit(self, train: PairedFeatures, val: PairedFeatures | None = None) -> TrainResult:
+        """Train on ``train``; select on ``val`` (when given, else keep the final state)."""
+        cfg = self.config
+        generator = seed_everything(cfg.seed)
+        data = train.to_training_data(self.device)
+        self.method.prepare(data)
+        result = TrainResult()
+        if not self.method.trainable:
+            self.method.fit(data)
+            result.best = self._validate(val)
+            result.history.append({"stage": "fit", "epoch": 0, **result.best})
+            if self.on_epoch:
+                self.on_epoch(result.history[-1], self.method)
+            return result
+
+        stages = self.method.stages()
+        weights = sum(s.epoch_fraction for s in stages)
+        best_value, best_state = -math.inf, None
+        epoch_times: list[float] = []
+        global_epoch = 0
+        for stage in stages:
+            n_epochs = max(1, round(cfg.epochs * stage.epoch_fraction / weights)) if cfg.epochs else 0
+            global_epoch, stage_best = self._run_stage(
+                stage, n_epochs, data, val, generator, global_epoch, result, epoch_times
+            )
+            if stage.select and stage_best is not None and stage_best[0] > best_value:
+                best_value, best_state, result.best_epoch, result.best = stage_best
+        if best_state is not None:
+            self.method.load_state_dict(best_state)
+        elif val is not None:
+            result.best = self._validate(val)
+        result.seconds_per_epoch = float(np.mean(epoch_times)) if epoch_times else 0.0
+        return result
+
+    def _run_stage(
+        self,
+        stage: Stage,
+        n_epochs: int,
+        data: Any,
+        val: PairedFeatures | None,
+        generator: torch.Generator,
+        global_epoch: int,
+        result: TrainResult,
+        epoch_times: list[float],
+    ) -> tuple[int, tuple[float, dict[str, Any], int, dict[str, float]] | None]:
+        cfg = self.config
+        params = [p for p in stage.parameters if p.requires_grad]
+        if not params or n_epochs == 0:
+            return global_epoch, None
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps_per_epoch = max(1, math.ceil(data.text_features.shape[0] / cfg.batch_size))
+        total = steps_per_epoch * n_epochs
+        scheduler = _schedule(optimizer, total, max(1, int(cfg.warmup_fraction * total)))
+        best: tuple[float, dict[str, Any], int, dict[str, float]] | None = None
+        since_best = 0
+        bar = tqdm(range(n_epochs), desc=f"{self.method.name}:{stage.name}", disable=not cfg.progress, leave=False)
+        for _ in bar:
+            global_epoch += 1
+            start = time.perf_counter()
+            self.method.train()
+            sums: dict[str, float] = {}
+            n_batches = 0
+            for batch in iterate_batches(data, cfg.batch_size, generator):
+                terms = self.method.loss(batch, stage=stage.name)
+                loss = terms["loss"]
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"{self.method.name}:{stage.name} loss became {loss.item()} at epoch {global_epoch}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                n_batches += 1
+            epoch_times.append(time.perf_counter() - start)
+            record: dict[str, Any] = {"stage": stage.name, "epoch": global_epoch}
+            record.update({k: v / max(1, n_batches) for k, v in sums.items()})
+            record["seconds"] = epoch_times[-1]
+            if stage.select and val is not None:
+                metrics = self._validate(val)
+                record.update({f"val_{k}": v for k, v in metrics.items()})
+                value = _selection_value(metrics, cfg.select_metric)
+                if best is None or value > best[0]:
+                    best = (value, copy.deepcopy(self.method.state_dict()), global_epoch, metrics)
+                    since_best = 0
+                    record["selected"] = True
+                else:
+                    since_best += 1
+                bar.set_postfix(loss=f"{record['loss']:.3f}", val=f"{value:.1f}")
+            else:
+                bar.set_postfix(loss=f"{record['loss']:.3f}")
+            result.history.append(record)
+            if self.on_epoch:
+                self.on_epoch(record, self.method)
+            if stage.select and val is not None and cfg.patience and since_best >= cfg.patience:
+                break
+        if stage.select and val is None:
+            best = (0.0, copy.deepcopy(self.method.state_dict()), global_epoch, {})
+        return global_epoch, best
