@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 
 from xmodal.methods.base import Method
-from xmodal.training.data import PairedFeatures
+
+if TYPE_CHECKING:
+    from xmodal.training.data import PairedFeatures
 
 __all__ = ["Embeddings", "embed_features", "embed_pairs", "score_embeddings"]
 
