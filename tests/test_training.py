@@ -126,6 +126,8 @@ def test_run_directory_round_trip(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "training.png").stat().st_size > 1000
     loaded, config = load_method(tmp_path / "run")
     assert config.method == "infonce" and config.train_config().batch_size == 32
-    np.testing.assert_allclose(embed_pairs(loaded, val).image, embed_pairs(method, val).image, atol=1e-6)
+    np.testing.assert_allclose(
+        embed_pairs(loaded, val).image, embed_pairs(method, val).image, atol=1e-6
+    )
     with pytest.raises(FileNotFoundError, match="not an xmodal run"):
         load_method(tmp_path)

@@ -44,15 +44,21 @@ def embed_features(
     """Run ``method.embed_image`` or ``embed_text`` over ``features`` in batches, in eval mode."""
     if modality not in ("image", "text"):
         raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
-    device = torch.device(device) if device is not None else next(
-        iter(list(method.parameters()) + list(method.buffers())), torch.zeros(0)
-    ).device
+    device = (
+        torch.device(device)
+        if device is not None
+        else next(iter(list(method.parameters()) + list(method.buffers())), torch.zeros(0)).device
+    )
     fn = method.embed_image if modality == "image" else method.embed_text
     was_training = method.training
     method.eval()
     try:
         out = [
-            fn(torch.as_tensor(np.asarray(features[i : i + batch_size]), dtype=torch.float32, device=device))
+            fn(
+                torch.as_tensor(
+                    np.asarray(features[i : i + batch_size]), dtype=torch.float32, device=device
+                )
+            )
             .float()
             .cpu()
             .numpy()

@@ -115,7 +115,7 @@ class Method(nn.Module):
         self.image_dim, self.text_dim = image_dim, text_dim
 
     # --- what the trainer calls -------------------------------------------------------------
-    def prepare(self, data: TrainingData) -> None:  # noqa: B027 - optional hook
+    def prepare(self, data: TrainingData) -> None:
         """Look at the training set once before training (default: nothing)."""
 
     def stages(self) -> list[Stage]:
@@ -150,5 +150,3 @@ class Method(nn.Module):
     def extra_state_for_run(self) -> dict[str, Any]:
         """JSON-able facts to record in the run directory (e.g. learned temperature)."""
         return {}
-
-
