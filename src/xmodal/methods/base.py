@@ -8,13 +8,21 @@ stage's parameters on :meth:`Method.loss`, and selects checkpoints on validation
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-__all__ = ["Batch", "Method", "MethodConfig", "Stage", "TrainingData"]
+__all__ = [
+    "Batch",
+    "Method",
+    "MethodConfig",
+    "Stage",
+    "TrainingData",
+    "WrappedConfig",
+    "WrapperMethod",
+]
 
 
 @dataclass(frozen=True)
@@ -26,12 +34,23 @@ class TrainingData:
         text_features: ``[n_texts, d_text]`` frozen text features (all captions, flattened).
         text_to_image: ``[n_texts]`` index of each caption's image.
         labels: Optional ``[n_images, n_labels]`` float multi-hot label matrix.
+        image_extra: Further per-image arrays (first dimension ``n_images``) by name, e.g. the
+            features of another frozen encoder used as a teacher (``"teacher_image"``).
+        text_extra: Further per-text arrays (first dimension ``n_texts``) by name.
+        target_image_features: Optional ``[n_target_images, d_image]`` features of unpaired
+            images of a target domain (no caption is known to match any of them).
+        target_text_features: Optional ``[n_target_texts, d_text]`` features of unpaired texts
+            of the target domain.
     """
 
     image_features: torch.Tensor
     text_features: torch.Tensor
     text_to_image: torch.Tensor
     labels: torch.Tensor | None = None
+    image_extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    text_extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    target_image_features: torch.Tensor | None = None
+    target_text_features: torch.Tensor | None = None
 
 
 @dataclass
@@ -46,6 +65,11 @@ class Batch:
             positives of each other (all captions of an image are positives).
         text_index: ``[B]`` training-set index of each caption.
         labels: Optional ``[B, n_labels]`` multi-hot labels of each row's image.
+        extra: The rows of :attr:`TrainingData.image_extra` (taken at each row's image) and
+            :attr:`TrainingData.text_extra` (at each row's caption), by name.
+        target_image: Optional ``[B_t, d_image]`` unpaired target-domain images, drawn at random
+            for this step (present only when the trainer was given unpaired data).
+        target_text: Optional ``[B_t', d_text]`` unpaired target-domain texts, likewise.
     """
 
     image: torch.Tensor
@@ -53,6 +77,9 @@ class Batch:
     image_index: torch.Tensor
     text_index: torch.Tensor
     labels: torch.Tensor | None = None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    target_image: torch.Tensor | None = None
+    target_text: torch.Tensor | None = None
 
     def positives(self) -> torch.Tensor:
         """``[B, B]`` boolean matrix: row i and column j show the same image."""
@@ -60,12 +87,19 @@ class Batch:
 
     def to(self, device: torch.device) -> Batch:
         """The batch on ``device``."""
+
+        def move(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.to(device, non_blocking=True)
+
         return Batch(
             image=self.image.to(device, non_blocking=True),
             text=self.text.to(device, non_blocking=True),
             image_index=self.image_index.to(device, non_blocking=True),
             text_index=self.text_index.to(device, non_blocking=True),
-            labels=None if self.labels is None else self.labels.to(device, non_blocking=True),
+            labels=move(self.labels),
+            extra={k: v.to(device, non_blocking=True) for k, v in self.extra.items()},
+            target_image=move(self.target_image),
+            target_text=move(self.target_text),
         )
 
 
@@ -150,3 +184,90 @@ class Method(nn.Module):
     def extra_state_for_run(self) -> dict[str, Any]:
         """JSON-able facts to record in the run directory (e.g. learned temperature)."""
         return {}
+
+
+@dataclass
+class WrappedConfig(MethodConfig):
+    """Options of a method that adds terms to another (base) method's loss.
+
+    The shared options (``embed_dim``, ``hidden``, ``dropout``) are passed on to the base.
+
+    Attributes:
+        base: Registered name of the base method (``"cusa(vse)"`` sets ``base="vse"``).
+        base_options: The base's own options, e.g. ``{"temperature": 0.05}`` for ``infonce``.
+    """
+
+    base: str = "infonce"
+    base_options: dict[str, Any] = field(default_factory=dict)
+
+
+class WrapperMethod(Method):
+    """A method that wraps a trainable base method and adds loss terms of its own.
+
+    Embeddings, hash codes and :meth:`prepare` are the base's. Stages are the base's, with this
+    method's own parameters added to every selecting stage (stages that only pre-train an
+    auxiliary network of the base are left as they are). Subclasses implement :meth:`loss`,
+    usually as ``self.base.loss(batch, stage)`` plus their terms.
+    """
+
+    Config: ClassVar[type[MethodConfig]] = WrappedConfig
+
+    def __init__(self, config: WrappedConfig, image_dim: int, text_dim: int) -> None:
+        super().__init__(config, image_dim, text_dim)
+        from xmodal.methods.registry import build_method, parse_method_name
+
+        outer, _ = parse_method_name(config.base)
+        if outer == self.name:
+            raise ValueError(f"{self.name} cannot wrap itself (base={config.base!r})")
+        shared = {"embed_dim": config.embed_dim, "hidden": config.hidden, "dropout": config.dropout}
+        clash = sorted(set(shared) & set(config.base_options))
+        if clash:
+            raise ValueError(
+                f"base_options {clash} of {self.name} are shared options: set them on "
+                f"{self.name} itself, not in base_options"
+            )
+        self.base = build_method(config.base, image_dim, text_dim, **shared, **config.base_options)
+        if not self.base.trainable:
+            raise ValueError(
+                f"{self.name} adds loss terms to a trained base; {config.base!r} is closed-form"
+            )
+
+    def own_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters of this method that are not the base's."""
+        return [
+            p for n, p in self.named_parameters() if not n.startswith("base.") and p.requires_grad
+        ]
+
+    def prepare(self, data: TrainingData) -> None:
+        self.base.prepare(data)
+
+    def stages(self) -> list[Stage]:
+        own = self.own_parameters()
+        return [
+            Stage(
+                s.name,
+                [*s.parameters, *own] if s.select else list(s.parameters),
+                s.epoch_fraction,
+                s.select,
+            )
+            for s in self.base.stages()
+        ]
+
+    def adds_terms(self, stage: str) -> bool:
+        """Whether this method's own terms join the base's loss in ``stage`` (selecting ones)."""
+        return any(s.name == stage and s.select for s in self.base.stages())
+
+    def embed_image(self, features: torch.Tensor) -> torch.Tensor:
+        return self.base.embed_image(features)
+
+    def embed_text(self, features: torch.Tensor) -> torch.Tensor:
+        return self.base.embed_text(features)
+
+    def hash_image(self, features: torch.Tensor) -> torch.Tensor | None:
+        return self.base.hash_image(features)
+
+    def hash_text(self, features: torch.Tensor) -> torch.Tensor | None:
+        return self.base.hash_text(features)
+
+    def extra_state_for_run(self) -> dict[str, Any]:
+        return dict(self.base.extra_state_for_run())

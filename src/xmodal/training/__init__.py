@@ -2,6 +2,13 @@
 
 from xmodal.training.config import TrainConfig
 from xmodal.training.data import PairedFeatures, iterate_batches
-from xmodal.training.trainer import TrainResult, Trainer, seed_everything
+from xmodal.training.trainer import Trainer, TrainResult, seed_everything
 
-__all__ = ["PairedFeatures", "TrainConfig", "TrainResult", "Trainer", "iterate_batches", "seed_everything"]
+__all__ = [
+    "PairedFeatures",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "iterate_batches",
+    "seed_everything",
+]

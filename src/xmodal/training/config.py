@@ -45,7 +45,9 @@ class TrainConfig:
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 (contrastive losses need negatives), got {self.batch_size}")
+            raise ValueError(
+                f"batch_size must be >= 2 (contrastive losses need negatives), got {self.batch_size}"
+            )
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.select_metric not in ("rsum", "map"):

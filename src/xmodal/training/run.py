@@ -65,12 +65,16 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     return RunConfig(**json.loads(path.read_text(encoding="utf-8")))
 
 
-def load_method(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Method, RunConfig]:
+def load_method(
+    run_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[Method, RunConfig]:
     """Rebuild the run's method and load its selected checkpoint."""
     config = read_run_config(run_dir)
     model_path = Path(run_dir) / MODEL
     if not model_path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no checkpoint ({MODEL}): did training finish an epoch?")
+        raise FileNotFoundError(
+            f"{run_dir} has no checkpoint ({MODEL}): did training finish an epoch?"
+        )
     method = build_method(config.method, config.image_dim, config.text_dim, **config.method_options)
     state = torch.load(model_path, map_location=device, weights_only=True)
     method.load_state_dict(state)
@@ -106,7 +110,9 @@ class RunWriter:
         """Write the final (selected) model, the metrics and the training plot."""
         self.save_model(method)
         self.write_metrics(metrics)
-        history = [json.loads(line) for line in (self.dir / HISTORY).read_text().splitlines() if line]
+        history = [
+            json.loads(line) for line in (self.dir / HISTORY).read_text().splitlines() if line
+        ]
         if any("loss" in h for h in history):
             plot_history(history, self.dir / PLOT)
 
@@ -132,7 +138,9 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = [h["epoch"] for h in history if "loss" in h]
-    ax.plot(epochs, [h["loss"] for h in history if "loss" in h], label="train loss", color="tab:blue")
+    ax.plot(
+        epochs, [h["loss"] for h in history if "loss" in h], label="train loss", color="tab:blue"
+    )
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     val = [(h["epoch"], h["val_rsum"]) for h in history if "val_rsum" in h]

@@ -18,7 +18,7 @@ from xmodal.embedding import embed_pairs, score_embeddings
 from xmodal.encoders.base import resolve_device
 from xmodal.methods.base import Method, Stage
 from xmodal.training.config import TrainConfig
-from xmodal.training.data import PairedFeatures, iterate_batches
+from xmodal.training.data import PairedFeatures, UnpairedFeatures, iterate_batches
 
 __all__ = ["TrainResult", "Trainer", "seed_everything"]
 
@@ -50,7 +50,9 @@ class TrainResult:
     seconds_per_epoch: float = 0.0
 
 
-def _schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+def _schedule(
+    optimizer: torch.optim.Optimizer, total: int, warmup: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -83,7 +85,9 @@ class Trainer:
             checkpoints and history as training goes, so nothing is lost on a crash).
     """
 
-    def __init__(self, method: Method, config: TrainConfig, on_epoch: EpochCallback | None = None) -> None:
+    def __init__(
+        self, method: Method, config: TrainConfig, on_epoch: EpochCallback | None = None
+    ) -> None:
         self.config = config
         self.device = resolve_device(config.device)
         self.method = method.to(self.device)
@@ -94,11 +98,27 @@ class Trainer:
             return {}
         return score_embeddings(embed_pairs(self.method, val, self.device))
 
-    def fit(self, train: PairedFeatures, val: PairedFeatures | None = None) -> TrainResult:
-        """Train on ``train``; select on ``val`` (when given, else keep the final state)."""
+    def fit(
+        self,
+        train: PairedFeatures,
+        val: PairedFeatures | None = None,
+        unpaired: UnpairedFeatures | None = None,
+    ) -> TrainResult:
+        """Train on ``train``; select on ``val`` (when given, else keep the final state).
+
+        ``unpaired`` target-domain images and texts (for transfer methods) reach the method in
+        :class:`~xmodal.methods.base.TrainingData` and, drawn at random each step, in every
+        :class:`~xmodal.methods.base.Batch` (``target_image``, ``target_text``). They are drawn
+        with their own generator, seeded from ``seed``, so the caption batches are exactly those
+        of a run without them; methods that ignore them train exactly as before.
+        """
         cfg = self.config
         generator = seed_everything(cfg.seed)
-        data = train.to_training_data(self.device)
+        target_generator = None
+        if unpaired is not None:
+            target_seed = int(np.random.SeedSequence([cfg.seed, 1]).generate_state(1)[0])
+            target_generator = torch.Generator().manual_seed(target_seed)
+        data = train.to_training_data(self.device, unpaired)
         self.method.prepare(data)
         result = TrainResult()
         if not self.method.trainable:
@@ -115,9 +135,19 @@ class Trainer:
         epoch_times: list[float] = []
         global_epoch = 0
         for stage in stages:
-            n_epochs = max(1, round(cfg.epochs * stage.epoch_fraction / weights)) if cfg.epochs else 0
+            n_epochs = (
+                max(1, round(cfg.epochs * stage.epoch_fraction / weights)) if cfg.epochs else 0
+            )
             global_epoch, stage_best = self._run_stage(
-                stage, n_epochs, data, val, generator, global_epoch, result, epoch_times
+                stage,
+                n_epochs,
+                data,
+                val,
+                generator,
+                global_epoch,
+                result,
+                epoch_times,
+                target_generator,
             )
             if stage.select and stage_best is not None and stage_best[0] > best_value:
                 best_value, best_state, result.best_epoch, result.best = stage_best
@@ -138,6 +168,7 @@ class Trainer:
         global_epoch: int,
         result: TrainResult,
         epoch_times: list[float],
+        target_generator: torch.Generator | None = None,
     ) -> tuple[int, tuple[float, dict[str, Any], int, dict[str, float]] | None]:
         cfg = self.config
         params = [p for p in stage.parameters if p.requires_grad]
@@ -149,14 +180,20 @@ class Trainer:
         scheduler = _schedule(optimizer, total, max(1, int(cfg.warmup_fraction * total)))
         best: tuple[float, dict[str, Any], int, dict[str, float]] | None = None
         since_best = 0
-        bar = tqdm(range(n_epochs), desc=f"{self.method.name}:{stage.name}", disable=not cfg.progress, leave=False)
+        bar = tqdm(
+            range(n_epochs),
+            desc=f"{self.method.name}:{stage.name}",
+            disable=not cfg.progress,
+            leave=False,
+        )
         for _ in bar:
             global_epoch += 1
             start = time.perf_counter()
             self.method.train()
             sums: dict[str, float] = {}
             n_batches = 0
-            for batch in iterate_batches(data, cfg.batch_size, generator):
+            batches = iterate_batches(data, cfg.batch_size, generator, target_generator)
+            for batch in batches:
                 terms = self.method.loss(batch, stage=stage.name)
                 loss = terms["loss"]
                 if not torch.isfinite(loss):
