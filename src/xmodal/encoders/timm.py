@@ -1,0 +1,122 @@
+"""``timm:<name>``: a timm image model as a pooled-feature backbone (optional extra ``clip``).
+
+The model is built with ``pretrained=False`` and, when ``weights=`` names a local file, loaded from
+it with ``strict=True`` (timm's ``load_checkpoint``: state dicts, ``{"state_dict": ...}``
+wrappers, EMA weights, ``.safetensors``); then the classifier is removed (``reset_classifier(0)``)
+so ``forward`` returns pooled pre-logit features. Nothing is downloaded. ``weights=None`` gives
+random weights with a warning (for tests). Preprocessing is timm's evaluation transform for the
+model's data config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from xmodal.encoders.base import ImageEncoder, file_digest, register_image_encoder, resolve_device
+
+__all__ = ["TimmImageEncoder"]
+
+_EXTRA_HINT = "timm is not installed; install the optional extra: pip install 'xmodal[clip]'"
+
+
+def _import_timm() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import timm
+        import timm.data
+    except ImportError as e:
+        raise ImportError(_EXTRA_HINT) from e
+    return timm
+
+
+class TimmImageEncoder(ImageEncoder):
+    """A frozen timm backbone with its classifier removed.
+
+    Args:
+        model_name: A timm model name (``timm.list_models()``), e.g. ``"convnext_tiny"``.
+        weights: Local checkpoint file matching ``model_name`` (with its classifier, or pass the
+            ``num_classes`` it was trained with); ``None`` means random weights (warns).
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+        num_classes: Classifier size of the checkpoint, when not the model's default.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        weights: str | Path | None = None,
+        device: str | torch.device | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        timm = _import_timm()
+        if not timm.is_model(model_name):
+            raise ValueError(f"unknown timm model {model_name!r}; see timm.list_models()")
+        self.name = f"timm:{model_name}"
+        self.device = resolve_device(device)
+        self.weights = Path(weights) if weights is not None else None
+        if self.weights is not None and not self.weights.is_file():
+            raise ValueError(f"{self.name} weights file not found: {self.weights}")
+        extra = {} if num_classes is None else {"num_classes": num_classes}
+        model = timm.create_model(model_name, pretrained=False, **extra)
+        if self.weights is None:
+            warnings.warn(
+                f"{self.name} has random weights (weights=None); features are meaningless except "
+                "for tests",
+                stacklevel=3,
+            )
+            weights_id = f"random-{uuid.uuid4().hex[:12]}"
+        else:
+            timm.models.load_checkpoint(model, str(self.weights), strict=True)
+            weights_id = file_digest(self.weights)
+        model.reset_classifier(0)
+        model.eval().requires_grad_(False)
+        self.model = model.to(self.device)
+        data_config = timm.data.resolve_data_config({}, model=model)
+        self._transform = timm.data.create_transform(**data_config, is_training=False)
+        self.input_size = tuple(data_config["input_size"])
+        self.dim = self._probe_dim()
+        pp = json.dumps(data_config, sort_keys=True, default=str)
+        self._key = f"{self.name}@{weights_id}/pp-{hashlib.sha256(pp.encode()).hexdigest()[:8]}"
+
+    @torch.inference_mode()
+    def _probe_dim(self) -> int:
+        probe = torch.zeros((1, *self.input_size), device=self.device)
+        return int(self.model(probe).shape[-1])
+
+    @property
+    def key(self) -> str:
+        """``timm:<name>@<weights digest>/pp-<data config hash>``."""
+        return self._key
+
+    @property
+    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        """timm's evaluation transform (resize, crop, normalise)."""
+        return self._transform
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """RGB PIL image -> normalised ``[3, H, W]`` float tensor."""
+        return self._transform(image)
+
+    @torch.inference_mode()
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` -> ``[B, dim]`` pooled features."""
+        return self.model(batch.to(self.device, non_blocking=True)).float()
+
+
+@register_image_encoder("timm:*")
+def _timm(
+    variant: str,
+    device: str | torch.device | None = None,
+    weights: str | Path | None = None,
+    num_classes: int | None = None,
+) -> TimmImageEncoder:
+    return TimmImageEncoder(variant, weights=weights, device=device, num_classes=num_classes)

@@ -1,0 +1,76 @@
+"""Per-image preprocessing that runs in data-loader workers: small, picklable, torch-only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = ["ResizeCenterCrop", "resize_shorter_side"]
+
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def resize_shorter_side(image: Image.Image, size: int, resample: str = "bicubic") -> Image.Image:
+    """Resize so the shorter side is ``size`` pixels, keeping the aspect ratio.
+
+    The longer side is ``int(size * long / short)`` (truncated), as torchvision's ``Resize(size)``.
+    """
+    if resample not in _RESAMPLE:
+        raise ValueError(f"unknown resample {resample!r}; known: {', '.join(sorted(_RESAMPLE))}")
+    w, h = image.size
+    new = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+    if new == (w, h):
+        return image
+    return image.resize(new, _RESAMPLE[resample])
+
+
+@dataclass(frozen=True)
+class ResizeCenterCrop:
+    """RGB PIL image -> ``[3, crop, crop]`` uint8 tensor: resize shorter side, then centre-crop.
+
+    Normalisation is left to the encoder's ``forward`` (on the device, in float), so workers ship
+    uint8 batches. The crop offsets round as torchvision's ``CenterCrop``.
+
+    Attributes:
+        resize: Target length of the shorter side.
+        crop: Side of the square centre crop (must not exceed ``resize``).
+        resample: ``"bicubic"``, ``"bilinear"``, ``"lanczos"`` or ``"nearest"``.
+    """
+
+    resize: int = 256
+    crop: int = 224
+    resample: str = "bicubic"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.crop <= self.resize:
+            raise ValueError(f"crop ({self.crop}) must be in 1..resize ({self.resize})")
+        if self.resample not in _RESAMPLE:
+            raise ValueError(
+                f"unknown resample {self.resample!r}; known: {', '.join(sorted(_RESAMPLE))}"
+            )
+
+    @property
+    def tag(self) -> str:
+        """Short description for cache keys, e.g. ``"bicubic256-crop224"``."""
+        return f"{self.resample}{self.resize}-crop{self.crop}"
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        if image.mode != "RGB":
+            raise ValueError(f"expected an RGB image, got mode {image.mode!r}")
+        image = resize_shorter_side(image, self.resize, self.resample)
+        w, h = image.size
+        left = round((w - self.crop) / 2.0)
+        top = round((h - self.crop) / 2.0)
+        image = image.crop((left, top, left + self.crop, top + self.crop))
+        # HWC -> CHW in NumPy: torch's multi-threaded copy of such a small tensor is up to 100x
+        # slower in a process with several intra-op threads (measured: 11.6 ms vs 0.13 ms).
+        chw = np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+        return torch.from_numpy(chw)

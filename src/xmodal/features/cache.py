@@ -1,0 +1,309 @@
+"""The on-disk feature cache: encode once per (dataset, encoder, modality), then memory-map.
+
+Layout under ``root``::
+
+    <dataset name>-<fingerprint>/
+        <modality>-<encoder key slug>-<hash>.npy            # [rows, dim] float32
+        <modality>-<encoder key slug>-<hash>.json           # Manifest, written last
+        <modality>-<encoder key slug>-<hash>.partial.npy    # while encoding (resumable)
+        <modality>-<encoder key slug>-<hash>.progress.json  # rows committed so far
+        <modality>-<encoder key slug>-<hash>.lock
+
+An entry is valid only when its manifest exists and agrees with the ``.npy`` header. Encoding
+commits every ``chunk_size`` rows; a run that is killed resumes from the last committed chunk.
+Precomputed features (``.mat``/``.h5`` datasets, ``precomputed`` encoders) pass through untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from xmodal import __version__
+from xmodal.datasets.record import Dataset
+from xmodal.encoders.base import ImageEncoder, TextEncoder, get_image_encoder, get_text_encoder
+from xmodal.encoders.batching import iter_image_features
+from xmodal.encoders.precomputed import PrecomputedImageEncoder, PrecomputedTextEncoder
+from xmodal.errors import BadInputError
+from xmodal.features.atomic import exclusive_lock, write_json_atomic
+from xmodal.features.manifest import FORMAT, Manifest, read_manifest
+from xmodal.features.resumable import PartialArray
+from xmodal.features.rows import image_paths, text_rows
+
+__all__ = ["FeatureCache", "Modality", "entry_stem"]
+
+Modality = Literal["image", "text"]
+_log = logging.getLogger(__name__)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def _slug(text: str, limit: int = 60) -> str:
+    return _UNSAFE.sub("_", text).strip("._")[:limit] or "x"
+
+
+def entry_stem(encoder_key: str, modality: str) -> str:
+    """File stem of a cache entry: readable slug of the key plus a hash of the full key."""
+    digest = hashlib.sha256(f"{FORMAT}|{modality}|{encoder_key}".encode()).hexdigest()[:10]
+    return f"{modality}-{_slug(encoder_key)}-{digest}"
+
+
+class FeatureCache:
+    """Feature arrays on disk, keyed by (dataset fingerprint, encoder key, modality, format).
+
+    Example::
+
+        cache = FeatureCache(".xmodal-cache")
+        img = cache.get_or_encode(ds, image_encoder=get_image_encoder("efficientnet-lite0"))
+        txt = cache.get_or_encode(ds, text_encoder=get_text_encoder("minilm"))
+        img.shape, txt.shape  # (n_records, 1280), (n_captions, 384); read-only memory maps
+
+    Args:
+        root: Cache folder (created on first write).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"FeatureCache({str(self.root)!r})"
+
+    def folder(self, dataset: Dataset, fingerprint: str | None = None) -> Path:
+        """Folder holding ``dataset``'s entries."""
+        fp = fingerprint or dataset.fingerprint()
+        return self.root / f"{_slug(dataset.name, 40)}-{fp}"
+
+    def path(
+        self, dataset: Dataset, encoder_key: str, modality: Modality, fingerprint: str | None = None
+    ) -> Path:
+        """The ``.npy`` path of an entry (which may not exist yet)."""
+        _check_modality(modality)
+        return self.folder(dataset, fingerprint) / f"{entry_stem(encoder_key, modality)}.npy"
+
+    def get(
+        self, dataset: Dataset, encoder_key: str, modality: Modality, fingerprint: str | None = None
+    ) -> np.ndarray | None:
+        """The cached array (read-only memory map), or ``None`` when absent or not valid."""
+        fp = fingerprint or dataset.fingerprint()
+        npy = self.path(dataset, encoder_key, modality, fp)
+        manifest = self._valid_manifest(npy, encoder_key, modality, fp)
+        return None if manifest is None else np.load(npy, mmap_mode="r")
+
+    def manifest(
+        self, dataset: Dataset, encoder_key: str, modality: Modality, fingerprint: str | None = None
+    ) -> Manifest | None:
+        """The manifest of a valid entry, or ``None``."""
+        fp = fingerprint or dataset.fingerprint()
+        npy = self.path(dataset, encoder_key, modality, fp)
+        return self._valid_manifest(npy, encoder_key, modality, fp)
+
+    def entries(self) -> list[Manifest]:
+        """Manifests of every complete entry under ``root`` (sorted by dataset, then file)."""
+        out = []
+        for path in sorted(self.root.glob("*/*.json")):
+            if path.name.endswith(".progress.json"):
+                continue
+            try:
+                out.append(read_manifest(path))
+            except BadInputError:
+                _log.warning("skipping unreadable feature manifest %s", path)
+        return out
+
+    def _valid_manifest(
+        self, npy: Path, encoder_key: str, modality: str, fingerprint: str
+    ) -> Manifest | None:
+        manifest_path = npy.with_suffix(".json")
+        if not (npy.is_file() and manifest_path.is_file()):
+            return None
+        try:
+            m = read_manifest(manifest_path)
+            arr = np.load(npy, mmap_mode="r")
+        except (BadInputError, OSError, ValueError) as e:
+            _log.warning("ignoring broken cache entry %s (%s)", npy, e)
+            return None
+        expected = (encoder_key, modality, fingerprint, FORMAT, (m.rows, m.dim), m.dtype)
+        found = (m.encoder, m.modality, m.dataset_fingerprint, m.format, arr.shape, arr.dtype.name)
+        if expected != found:
+            _log.warning("ignoring stale cache entry %s (manifest does not match)", npy)
+            return None
+        return m
+
+    def get_or_encode(
+        self,
+        dataset: Dataset,
+        *,
+        modality: Modality | None = None,
+        image_encoder: ImageEncoder | str | None = None,
+        text_encoder: TextEncoder | str | None = None,
+        batch_size: int = 64,
+        chunk_size: int = 1024,
+        num_workers: int | None = None,
+        progress: bool = True,
+        device: str | torch.device | None = None,
+    ) -> np.ndarray:
+        """Features of ``dataset`` for one modality: from the cache, else encoded and cached.
+
+        Image rows follow ``dataset.records``; text rows follow ``dataset.captions()`` (one row per
+        caption). The result is a read-only ``np.load(..., mmap_mode="r")`` array of float32.
+        Precomputed features (a ``precomputed`` encoder, or no encoder for a dataset that carries
+        ``image_features``/``text_features``) are returned as they are, without touching disk.
+
+        Args:
+            dataset: The collection to encode.
+            modality: ``"image"`` or ``"text"``; inferred when exactly one encoder is given.
+            image_encoder: Encoder instance or registered name, for ``modality="image"``.
+            text_encoder: Encoder instance or registered name, for ``modality="text"``; one that
+                ``needs_fit`` must already be fitted.
+            batch_size: Images (or texts) per forward pass (capped at ``chunk_size``).
+            chunk_size: Rows between durable commits (the most work an interrupt can lose).
+            num_workers: Image decoding workers (default ``min(4, cpu count)``).
+            progress: Show progress bars.
+            device: Device for encoders given by name.
+
+        Raises:
+            ValueError: bad arguments, an unfitted text encoder, or records without images.
+            BadInputError: an image file is missing or unreadable (named in the message).
+        """
+        modality = _infer_modality(modality, image_encoder, text_encoder)
+        encoder = image_encoder if modality == "image" else text_encoder
+        if encoder is None:
+            own = dataset.image_features if modality == "image" else dataset.text_features
+            if own is None:
+                raise ValueError(
+                    f"dataset {dataset.name!r} has no precomputed {modality} features; "
+                    f"pass {modality}_encoder="
+                )
+            return own
+        if isinstance(encoder, str):
+            build = get_image_encoder if modality == "image" else get_text_encoder
+            encoder = build(encoder, device=device)
+        if isinstance(encoder, PrecomputedImageEncoder | PrecomputedTextEncoder):
+            return encoder.features(dataset)
+        if modality == "image" and not isinstance(encoder, ImageEncoder):
+            raise ValueError(f"image_encoder must be an ImageEncoder, got {type(encoder).__name__}")
+        if modality == "text" and not isinstance(encoder, TextEncoder):
+            raise ValueError(f"text_encoder must be a TextEncoder, got {type(encoder).__name__}")
+        if isinstance(encoder, TextEncoder) and not encoder.is_fitted:
+            raise ValueError(
+                f"text encoder {encoder.name!r} must be fitted (on training texts) before encoding"
+            )
+        if batch_size < 1 or chunk_size < 1:
+            raise ValueError(
+                f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}"
+            )
+
+        fingerprint = dataset.fingerprint()
+        npy = self.path(dataset, encoder.key, modality, fingerprint)
+        cached = self.get(dataset, encoder.key, modality, fingerprint)
+        if cached is not None:
+            return cached
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(npy.with_suffix(".lock")):
+            cached = self.get(dataset, encoder.key, modality, fingerprint)  # filled meanwhile?
+            if cached is not None:
+                return cached
+            self._encode(
+                dataset,
+                encoder,
+                modality,
+                npy,
+                fingerprint,
+                batch_size=min(batch_size, chunk_size),
+                chunk_size=chunk_size,
+                num_workers=num_workers,
+                progress=progress,
+            )
+        return np.load(npy, mmap_mode="r")
+
+    def _encode(
+        self,
+        dataset: Dataset,
+        encoder: ImageEncoder | TextEncoder,
+        modality: Modality,
+        npy: Path,
+        fingerprint: str,
+        *,
+        batch_size: int,
+        chunk_size: int,
+        num_workers: int | None,
+        progress: bool,
+    ) -> None:
+        start_time = time.perf_counter()
+        if isinstance(encoder, ImageEncoder):
+            inputs: list = image_paths(dataset)
+        else:
+            inputs = text_rows(dataset)[0]
+        identity = {"encoder": encoder.key, "dataset_fingerprint": fingerprint, "format": FORMAT}
+        out = PartialArray(npy, rows=len(inputs), dim=encoder.dim, identity=identity)
+        if out.resumed_from:
+            _log.info("%s: resuming at row %d of %d", npy.name, out.resumed_from, len(inputs))
+        desc = f"{encoder.name} ({dataset.name}, {modality})"
+        if out.resumed_from:
+            desc += f", resumed at {out.resumed_from}"
+        remaining = inputs[out.resumed_from :]
+        if isinstance(encoder, ImageEncoder):
+            blocks = iter_image_features(
+                encoder, remaining, batch_size, num_workers, progress=progress, desc=desc
+            )
+            for block in blocks:
+                out.write(block)
+                if out.uncommitted >= chunk_size:
+                    out.commit()
+        else:
+            bar = tqdm(
+                total=len(inputs),
+                initial=out.resumed_from,
+                unit="text",
+                desc=desc,
+                disable=not progress,
+            )
+            with bar:
+                for start in range(0, len(remaining), chunk_size):
+                    chunk = remaining[start : start + chunk_size]
+                    out.write(encoder.encode(chunk, batch_size=batch_size, progress=False))
+                    out.commit()
+                    bar.update(len(chunk))
+        out.finish()
+        manifest = Manifest(
+            encoder=encoder.key,
+            encoder_name=encoder.name,
+            modality=modality,
+            rows=len(inputs),
+            dim=encoder.dim,
+            dtype="float32",
+            dataset=dataset.name,
+            dataset_fingerprint=fingerprint,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            xmodal_version=__version__,
+            seconds=round(time.perf_counter() - start_time, 3),
+            resumed_from=out.resumed_from,
+        )
+        write_json_atomic(npy.with_suffix(".json"), manifest.to_dict())
+
+
+def _check_modality(modality: str) -> None:
+    if modality not in ("image", "text"):
+        raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
+
+
+def _infer_modality(
+    modality: str | None, image_encoder: object | None, text_encoder: object | None
+) -> Modality:
+    if modality is None:
+        if image_encoder is not None and text_encoder is None:
+            return "image"
+        if text_encoder is not None and image_encoder is None:
+            return "text"
+        raise ValueError(
+            "pass modality='image' or 'text' (or exactly one of image_encoder/text_encoder)"
+        )
+    _check_modality(modality)
+    return modality  # type: ignore[return-value]

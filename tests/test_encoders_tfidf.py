@@ -1,0 +1,126 @@
+"""tfidf: fitted TF-IDF (+ truncated SVD), checked against scikit-learn run directly."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from xmodal.encoders import get_text_encoder
+from xmodal.encoders.tfidf import TfidfConfig, TfidfEncoder
+from xmodal.errors import BadInputError
+
+TRAIN = [
+    "a dog runs on the beach",
+    "a brown dog catches a ball",
+    "two dogs play in the snow",
+    "a cat sleeps on a red sofa",
+    "the cat watches a bird",
+    "a plate of pasta with tomato sauce",
+    "fresh pasta and bread on a table",
+    "a man rides a bike down the street",
+    "a woman rides a horse on the beach",
+    "children play football in the park",
+    "a red car parked on the street",
+    "a bird sits on a branch",
+]
+QUERIES = ["dog on the beach", "pasta", "unknownword", "a red bike"]
+
+
+def reference(dim: int) -> np.ndarray:
+    """The same transform written out with scikit-learn (fit on TRAIN, encode QUERIES)."""
+    vec = TfidfVectorizer(max_features=50_000, sublinear_tf=True, dtype=np.float32)
+    svd = TruncatedSVD(n_components=dim, algorithm="randomized", random_state=0)
+    svd.fit(vec.fit_transform(TRAIN))
+    z = svd.transform(vec.transform(QUERIES)).astype(np.float32)
+    norms = np.linalg.norm(z, axis=1, keepdims=True)
+    return z / np.where(norms > 0, norms, 1)
+
+
+def test_matches_sklearn_pipeline() -> None:
+    enc = get_text_encoder("tfidf", dim=5)
+    assert enc.needs_fit and not enc.is_fitted
+    enc.fit(TRAIN)
+    out = enc.encode(QUERIES, batch_size=3, progress=False)
+    assert out.shape == (4, 5) and out.dtype == np.float32
+    np.testing.assert_allclose(out, reference(5), atol=1e-5)
+    assert np.all(out[2] == 0), "a text with no known word maps to the zero vector"
+    np.testing.assert_allclose(np.linalg.norm(out[[0, 1, 3]], axis=1), 1.0, atol=1e-5)
+
+
+def test_without_svd_is_plain_tfidf() -> None:
+    enc = TfidfEncoder(TfidfConfig(svd=False)).fit(TRAIN)
+    vec = TfidfVectorizer(sublinear_tf=True).fit(TRAIN)
+    assert enc.dim == len(vec.vocabulary_)
+    np.testing.assert_allclose(
+        enc.encode(QUERIES, progress=False), vec.transform(QUERIES).toarray(), atol=1e-6
+    )
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    enc = TfidfEncoder(TfidfConfig(dim=4)).fit(TRAIN)
+    path = enc.save(tmp_path / "run" / "tfidf.joblib")
+    assert path.is_file() and not list(path.parent.glob("*.tmp"))
+    loaded = get_text_encoder("tfidf", path=path)
+    assert loaded.key == enc.key and loaded.dim == 4
+    np.testing.assert_array_equal(
+        loaded.encode(QUERIES, progress=False), enc.encode(QUERIES, progress=False)
+    )
+
+
+def test_key_hashes_the_fitted_state() -> None:
+    a = TfidfEncoder(TfidfConfig(dim=4)).fit(TRAIN)
+    b = TfidfEncoder(TfidfConfig(dim=4)).fit(TRAIN)
+    c = TfidfEncoder(TfidfConfig(dim=4)).fit([*TRAIN, "a zebra crossing"])
+    assert a.key == b.key
+    assert a.key != c.key
+    assert a.key.startswith("tfidf@") and a.key.endswith("/d4")
+
+
+def test_unfitted_use_is_refused(tmp_path: Path) -> None:
+    enc = TfidfEncoder()
+    with pytest.raises(RuntimeError, match="not fitted"):
+        enc.encode(["x"], progress=False)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        _ = enc.key
+    with pytest.raises(RuntimeError, match="unfitted"):
+        enc.save(tmp_path / "x.joblib")
+
+
+def test_small_corpus_caps_dim_with_a_warning() -> None:
+    with pytest.warns(UserWarning, match="dim is 3"):
+        enc = TfidfEncoder(TfidfConfig(dim=512)).fit(["red car", "blue car", "green car"])
+    assert enc.dim == 3
+    assert enc.encode(["red"], progress=False).shape == (1, 3)
+
+
+def test_bad_state_files_are_named(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.joblib"
+    junk.write_bytes(b"not a joblib file")
+    with pytest.raises(BadInputError, match=r"junk\.joblib"):
+        TfidfEncoder.load(junk)
+    with pytest.raises(BadInputError, match="not found"):
+        TfidfEncoder.load(tmp_path / "missing.joblib")
+    import joblib
+
+    other = tmp_path / "other.joblib"
+    joblib.dump({"something": 1}, other)
+    with pytest.raises(BadInputError, match="not an xmodal tfidf state"):
+        TfidfEncoder.load(other)
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ValueError, match="unknown tfidf option"):
+        get_text_encoder("tfidf", dims=3)
+    with pytest.raises(ValueError, match="dim must be"):
+        TfidfConfig(dim=0)
+    with pytest.raises(ValueError, match="zero texts"):
+        TfidfEncoder().fit([])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="cannot fit tfidf"):
+            TfidfEncoder().fit(["", " "])
