@@ -55,9 +55,8 @@ def embed_features(
     try:
         out = [
             fn(
-                torch.as_tensor(
-                    np.asarray(features[i : i + batch_size]), dtype=torch.float32, device=device
-                )
+                # np.array copies: cached features are read-only memory maps
+                torch.from_numpy(np.array(features[i : i + batch_size], dtype=np.float32)).to(device)
             )
             .float()
             .cpu()

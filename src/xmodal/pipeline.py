@@ -1,0 +1,302 @@
+"""The whole pipeline as plain functions: data -> features -> trained run -> metrics -> search.
+
+The CLI, the demo and the benchmarks call these; so can users::
+
+    from xmodal.pipeline import train, evaluate, search_text
+    train("data/openmoji", "runs/emoji", method="infonce")
+    evaluate("runs/emoji", split="test")
+    search_text("runs/emoji", "a smiling cat", k=5)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from xmodal.datasets import Dataset, Split, load_dataset
+from xmodal.datasets.record import Record
+from xmodal.embedding import Embeddings, embed_features, embed_pairs, score_embeddings
+from xmodal.encoders import get_image_encoder, get_text_encoder
+from xmodal.encoders.base import TextEncoder, resolve_device
+from xmodal.features import FeatureCache
+from xmodal.methods import Method, build_method
+from xmodal.splitting import DEFAULT_SPLIT, parse_split
+from xmodal.training import PairedFeatures, TrainConfig, Trainer
+from xmodal.training.run import RunConfig, RunWriter, load_method, read_run_config, write_metrics
+
+__all__ = [
+    "EncodedDataset",
+    "Hit",
+    "default_cache_dir",
+    "encode_dataset",
+    "evaluate",
+    "search_text",
+    "train",
+]
+
+TEXT_ENCODER_STATE = "text_encoder.state"
+
+
+def default_cache_dir() -> Path:
+    """``$XMODAL_CACHE``, else ``~/.cache/xmodal``."""
+    return Path(os.environ.get("XMODAL_CACHE", Path.home() / ".cache" / "xmodal"))
+
+
+@dataclass(frozen=True)
+class EncodedDataset:
+    """A dataset with frozen features for every record and caption.
+
+    Attributes:
+        dataset: The records.
+        image: ``[n_records, d_image]`` features.
+        text: ``[n_captions, d_text]`` features, captions in ``Dataset.captions()`` order.
+        text_to_image: ``[n_captions]`` record index of each caption.
+    """
+
+    dataset: Dataset
+    image: np.ndarray
+    text: np.ndarray
+    text_to_image: np.ndarray
+
+    def paired(self, ids: list[str]) -> PairedFeatures:
+        """The features of the records with ``ids`` (and their captions), re-indexed from 0."""
+        position = {rid: i for i, rid in enumerate(self.dataset.ids)}
+        missing = [i for i in ids if i not in position]
+        if missing:
+            raise ValueError(f"{len(missing)} split ids are not in the dataset, e.g. {missing[:3]}")
+        rows = np.asarray([position[i] for i in ids], dtype=np.int64)
+        new_index = np.full(len(self.dataset), -1, dtype=np.int64)
+        new_index[rows] = np.arange(len(rows))
+        keep = new_index[self.text_to_image] >= 0
+        labels = None
+        if self.dataset.has_labels:
+            labels = self.dataset.label_matrix()[rows]
+        return PairedFeatures(
+            image=np.asarray(self.image[rows], dtype=np.float32),
+            text=np.asarray(self.text[keep], dtype=np.float32),
+            text_to_image=new_index[self.text_to_image[keep]],
+            labels=labels,
+        )
+
+
+def _text_encoder(name: str, run_dir: Path | None, device: torch.device) -> TextEncoder:
+    encoder = get_text_encoder(name, device=device)
+    state = run_dir / TEXT_ENCODER_STATE if run_dir is not None else None
+    if encoder.needs_fit and state is not None and state.is_file():
+        encoder = type(encoder).load(state)  # type: ignore[attr-defined]
+    return encoder
+
+
+def encode_dataset(
+    dataset: Dataset,
+    image_encoder: str = "efficientnet-lite0",
+    text_encoder: str | TextEncoder = "minilm",
+    cache_dir: str | Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> EncodedDataset:
+    """Frozen features of every image and caption of ``dataset``, through the feature cache."""
+    dev = resolve_device(device)
+    cache = FeatureCache(cache_dir or default_cache_dir())
+    image_enc = get_image_encoder(image_encoder, device=dev)
+    text_enc = (
+        get_text_encoder(text_encoder, device=dev)
+        if isinstance(text_encoder, str)
+        else text_encoder
+    )
+    image = cache.get_or_encode(dataset, image_encoder=image_enc, progress=progress)
+    text = cache.get_or_encode(dataset, text_encoder=text_enc, progress=progress)
+    _, owner = dataset.captions()
+    return EncodedDataset(dataset, image, text, owner)
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    method: str = "infonce",
+    *,
+    image_encoder: str = "efficientnet-lite0",
+    text_encoder: str = "minilm",
+    split: str = DEFAULT_SPLIT,
+    method_options: dict[str, Any] | None = None,
+    train_options: dict[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+    on_bad: str = "error",
+    dataset: Dataset | None = None,
+) -> dict[str, Any]:
+    """Train ``method`` on ``data`` and write the run directory ``out``.
+
+    The split is drawn by ``split`` (see :mod:`xmodal.splitting`) with the trainer's seed and
+    stored in ``out/split.json``; the checkpoint is selected on the validation split. Returns the
+    run's ``metrics.json`` content (validation metrics of the selected checkpoint).
+    """
+    train_cfg = TrainConfig(**(train_options or {}))
+    out = Path(out)
+    ds = dataset if dataset is not None else load_dataset(data, on_bad=on_bad)  # type: ignore[arg-type]
+    the_split = parse_split(split, ds, seed=train_cfg.seed)
+    if not the_split.train:
+        raise ValueError(f"split {split!r} leaves no training records")
+    device = resolve_device(train_cfg.device)
+    text_enc = get_text_encoder(text_encoder, device=device)
+    if text_enc.needs_fit:
+        train_ds = the_split.apply(ds)[0]
+        text_enc.fit(train_ds.captions()[0])
+    encoded = encode_dataset(
+        ds, image_encoder, text_enc, cache_dir, str(device), train_cfg.progress
+    )
+    parts = {name: encoded.paired(ids) for name, ids in asdict(the_split).items() if ids}
+    options = dict(method_options or {})
+    model = build_method(method, encoded.image.shape[1], encoded.text.shape[1], **options)
+    from xmodal.methods.registry import config_to_dict
+
+    run = RunConfig(
+        method=method,
+        method_options={k: v for k, v in config_to_dict(model.config).items() if k != "base"},
+        train=asdict(train_cfg),
+        image_encoder=image_encoder,
+        text_encoder=text_encoder,
+        data=str(data),
+        image_dim=int(encoded.image.shape[1]),
+        text_dim=int(encoded.text.shape[1]),
+        split={
+            "rule": split,
+            "sizes": [len(the_split.train), len(the_split.val), len(the_split.test)],
+        },
+    )
+    writer = RunWriter(out, run)
+    writer.write_split(asdict(the_split))
+    if text_enc.needs_fit:
+        text_enc.save(out / TEXT_ENCODER_STATE)  # type: ignore[attr-defined]
+    result = Trainer(model, train_cfg, on_epoch=writer.on_epoch).fit(
+        parts["train"], parts.get("val")
+    )
+    metrics: dict[str, Any] = {
+        "val": result.best,
+        "best_epoch": result.best_epoch,
+        "seconds_per_epoch": result.seconds_per_epoch,
+        **model.extra_state_for_run(),
+    }
+    writer.finish(model, metrics)
+    return metrics
+
+
+@dataclass
+class LoadedRun:
+    """A trained run ready to embed: its method, config, encoders and split."""
+
+    run_dir: Path
+    method: Method
+    config: RunConfig
+    split: Split
+    device: torch.device
+    text_encoder: TextEncoder = field(repr=False)
+
+    @classmethod
+    def open(cls, run_dir: str | Path, device: str | None = None) -> LoadedRun:
+        """Load the run's selected checkpoint and its text encoder."""
+        run_dir = Path(run_dir)
+        dev = resolve_device(device)
+        method, config = load_method(run_dir, dev)
+        split = Split.from_json(run_dir / "split.json")
+        return cls(
+            run_dir, method, config, split, dev, _text_encoder(config.text_encoder, run_dir, dev)
+        )
+
+    def encode(
+        self, dataset: Dataset, cache_dir: str | Path | None = None, progress: bool = True
+    ) -> EncodedDataset:
+        """Frozen features of ``dataset`` with this run's encoders."""
+        return encode_dataset(
+            dataset,
+            self.config.image_encoder,
+            self.text_encoder,
+            cache_dir,
+            str(self.device),
+            progress,
+        )
+
+    def embed(self, features: PairedFeatures) -> Embeddings:
+        """Joint-space embeddings of a split."""
+        return embed_pairs(self.method, features, self.device)
+
+
+def _dataset_of(run: LoadedRun, data: str | Path | None, on_bad: str) -> Dataset:
+    return load_dataset(data if data is not None else run.config.data, on_bad=on_bad)  # type: ignore[arg-type]
+
+
+def evaluate(
+    run_dir: str | Path,
+    data: str | Path | None = None,
+    split: str = "test",
+    cache_dir: str | Path | None = None,
+    on_bad: str = "error",
+    progress: bool = True,
+) -> dict[str, float]:
+    """Recall@K, rsum (and mAP in four directions when labels exist) of a run on one split.
+
+    ``split`` is ``test``, ``val``, ``train`` or ``all``; the metrics are also merged into the
+    run's ``metrics.json`` under that name.
+    """
+    if split not in ("test", "val", "train", "all"):
+        raise ValueError(f"split must be test, val, train or all; got {split!r}")
+    run = LoadedRun.open(run_dir)
+    ds = _dataset_of(run, data, on_bad)
+    encoded = run.encode(ds, cache_dir, progress)
+    ids = ds.ids if split == "all" else getattr(run.split, split)
+    if not ids:
+        raise ValueError(f"the run's {split} split is empty")
+    metrics = score_embeddings(run.embed(encoded.paired(ids)))
+    write_metrics(run_dir, {split: metrics})
+    return metrics
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    rank: int
+    id: str
+    score: float
+    image: str | None
+    captions: tuple[str, ...]
+
+
+def _hit(rank: int, record: Record, score: float) -> Hit:
+    return Hit(
+        rank, record.id, float(score), str(record.image) if record.image else None, record.captions
+    )
+
+
+def search_text(
+    run_dir: str | Path,
+    query: str,
+    data: str | Path | None = None,
+    k: int = 5,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> list[Hit]:
+    """The ``k`` images of ``data`` (default: the run's data) closest to a text ``query``."""
+    if not query.strip():
+        raise ValueError("the query is empty")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    run = LoadedRun.open(run_dir)
+    ds = _dataset_of(run, data, "error")
+    encoded = run.encode(ds, cache_dir, progress)
+    images = embed_features(run.method, encoded.image, "image", device=run.device)
+    q = embed_features(
+        run.method, run.text_encoder.encode([query], progress=False), "text", device=run.device
+    )
+    scores = images @ q[0]
+    top = np.argsort(-scores, kind="stable")[:k]
+    return [_hit(r + 1, ds.records[i], scores[i]) for r, i in enumerate(top)]
+
+
+def run_config(run_dir: str | Path) -> RunConfig:
+    """The configuration a run was trained with."""
+    return read_run_config(run_dir)

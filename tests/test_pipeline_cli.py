@@ -1,0 +1,102 @@
+"""End to end through the CLI on a slice of the shipped OpenMoji set: train, evaluate, search."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from xmodal.cli import app
+from xmodal.demo import demo_data_path, write_contact_sheet
+from xmodal.pipeline import evaluate, search_text, train
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def emoji_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """124 emoji (every 20th) with their captions and labels, as a JSONL folder."""
+    src = demo_data_path()
+    out = tmp_path_factory.mktemp("emoji")
+    (out / "images").mkdir()
+    lines = (src / "data.jsonl").read_text(encoding="utf-8").splitlines()[::20]
+    for line in lines:
+        shutil.copy(src / json.loads(line)["image"], out / "images")
+    (out / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.mark.slow
+def test_cli_train_evaluate_search(emoji_slice: Path, cache: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        ["train", "--data", str(emoji_slice), "--out", str(run), "--epochs", "3",
+         "--batch-size", "32", "--split", "random:0.6,0.2,0.2", "--cache-dir", str(cache),
+         "--option", "embed_dim=64", "--device", "cpu"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for name in ("config.json", "split.json", "history.jsonl", "model.pt", "metrics.json"):
+        assert (run / name).is_file(), name
+    split = json.loads((run / "split.json").read_text())
+    assert [len(split[k]) for k in ("train", "val", "test")] == [76, 24, 24]
+
+    result = runner.invoke(app, ["evaluate", str(run), "--json", "--cache-dir", str(cache)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert set(metrics) >= {"i2t_r1", "t2i_r10", "rsum", "map_i2t", "map_t2i", "map_i2i", "map_t2t"}
+    # 24 test emoji: chance R@10 is about 40%; trained on real features it must do much better
+    assert metrics["t2i_r10"] > 60
+    assert metrics["rsum"] == pytest.approx(sum(metrics[k] for k in metrics if "_r" in k))
+    assert json.loads((run / "metrics.json").read_text())["test"] == metrics
+
+    result = runner.invoke(app, ["search", str(run), "face", "--k", "3", "--json", "--cache-dir", str(cache)])
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+
+
+def test_cli_reports_bad_input_clearly(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "nope" in result.output
+    result = runner.invoke(app, ["evaluate", str(tmp_path)])
+    assert result.exit_code == 2 and "not an xmodal run" in result.output
+    result = runner.invoke(app, ["train", "--data", "x", "--out", "y", "--option", "novalue"])
+    assert result.exit_code != 0 and "KEY=VALUE" in result.output
+
+
+@pytest.mark.slow
+def test_tfidf_run_reuses_its_fitted_vocabulary(emoji_slice: Path, cache: Path, tmp_path: Path) -> None:
+    run = tmp_path / "tfidf"
+    train(
+        emoji_slice, run, "cca", text_encoder="tfidf", split="random:0.6,0.2,0.2",
+        method_options={"embed_dim": 32}, train_options={"device": "cpu", "progress": False},
+        cache_dir=cache,
+    )  # fmt: skip
+    assert (run / "text_encoder.state").is_file()
+    metrics = evaluate(run, cache_dir=cache, progress=False)
+    assert metrics["t2i_r10"] > 50
+    hits = search_text(run, "smiling face", k=5, cache_dir=cache)
+    # the query is encoded with the run's fitted vocabulary: the top hits are faces
+    assert sum("face" in h.captions[0] for h in hits) >= 4
+
+
+def test_contact_sheet_is_self_contained_html(tmp_path: Path) -> None:
+    from xmodal.pipeline import Hit
+
+    image = next((demo_data_path() / "images").iterdir())
+    hits = [Hit(1, "a", 0.9, str(image), ("grinning <face>",)), Hit(2, "b", 0.5, None, ())]
+    page = write_contact_sheet({"a query & more": hits}, tmp_path / "sheet.html").read_text()
+    assert "data:image/png;base64," in page
+    assert "grinning &lt;face&gt;" in page and "a query &amp; more" in page
+    assert "CC BY-SA 4.0" in page
