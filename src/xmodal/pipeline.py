@@ -26,7 +26,7 @@ from xmodal.encoders.base import TextEncoder, resolve_device
 from xmodal.features import FeatureCache
 from xmodal.methods import Method, build_method
 from xmodal.splitting import DEFAULT_SPLIT, parse_split
-from xmodal.training import PairedFeatures, TrainConfig, Trainer
+from xmodal.training import PairedFeatures, TrainConfig, Trainer, seed_everything
 from xmodal.training.run import RunConfig, RunWriter, load_method, read_run_config, write_metrics
 
 __all__ = [
@@ -151,6 +151,7 @@ def train(
     )
     parts = {name: encoded.paired(ids) for name, ids in asdict(the_split).items() if ids}
     options = dict(method_options or {})
+    seed_everything(train_cfg.seed)  # the heads' initialisation follows the run's seed
     model = build_method(method, encoded.image.shape[1], encoded.text.shape[1], **options)
     from xmodal.methods.registry import config_to_dict
 

@@ -26,12 +26,15 @@ class CCAConfig(MethodConfig):
     """Options of :class:`CCA` (``hidden`` and ``dropout`` are unused).
 
     Attributes:
-        ridge: Regulariser relative to the mean feature variance.
-        power: Exponent of the canonical correlations used to weight embedding dimensions.
+        ridge: Regulariser relative to the mean feature variance. Strong shrinkage (1.0) won on
+            the flickr8k-1k validation split (rsum 401 against 263 at 0.01): 700 training images
+            cannot support a 1280-d whitening.
+        power: Exponent of the canonical correlations used to weight embedding dimensions
+            (Gong et al. use 4; 1 was best on the flickr8k-1k validation split).
     """
 
-    ridge: float = 1e-3
-    power: float = 4.0
+    ridge: float = 1.0
+    power: float = 1.0
 
 
 def _inv_sqrt(cov: torch.Tensor) -> torch.Tensor:
