@@ -289,6 +289,7 @@ def run(
         out_json.write_text(json.dumps(results, indent=1))
     if with_transfer:
         results["transfer"] = transfer(z, seeds, device)
+        results["transfer_seeds"] = seeds
         out_json.write_text(json.dumps(results, indent=1))
     return results
 
@@ -339,7 +340,8 @@ def markdown(results: dict, command: str) -> str:
             "### Transfer to unpaired data: flickr8k-1k pairs -> openmoji (group relevance)",
             "",
             "Target training images and texts are used without their pairing; selection on the "
-            "source validation split. Scored on the openmoji test pairs.",
+            "source validation split. Scored on the openmoji test pairs. "
+            f"Mean ± std over {results.get('transfer_seeds', results['seeds'])} seed(s).",
             "",
             "| row | rsum | mAP i2t | mAP t2i |",
             "|---|---|---|---|",
@@ -379,12 +381,12 @@ def main() -> None:
         results = {**parts_[0], "methods": {}}
         for part in parts_:
             results["methods"].update(part["methods"])
-            results.update({k: v for k, v in part.items() if k == "transfer"})
+            results.update({k: v for k, v in part.items() if k.startswith("transfer")})
         args.methods = ",".join(results["methods"])
     else:
         results = run(
             args.features,
-            args.methods.split(","),
+            [m for m in args.methods.split(",") if m],
             args.seeds,
             args.device,
             args.json,
