@@ -6,6 +6,14 @@ when an encoder is built, so importing this module stays cheap.
 
 from __future__ import annotations
 
-from xmodal.encoders import efficientnet, minilm, open_clip, precomputed, tfidf, timm
+from xmodal.encoders import (
+    efficientnet,
+    intermediate,
+    minilm,
+    open_clip,
+    precomputed,
+    tfidf,
+    timm,
+)
 
-__all__ = ["efficientnet", "minilm", "open_clip", "precomputed", "tfidf", "timm"]
+__all__ = ["efficientnet", "intermediate", "minilm", "open_clip", "precomputed", "tfidf", "timm"]

@@ -8,13 +8,14 @@ stage's parameters on :meth:`Method.loss`, and selects checkpoints on validation
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 __all__ = [
+    "SHARED_OPTIONS",
     "Batch",
     "Method",
     "MethodConfig",
@@ -123,11 +124,30 @@ class Stage:
 
 @dataclass
 class MethodConfig:
-    """Hyper-parameters shared by every method."""
+    """Hyper-parameters shared by every method.
+
+    Attributes:
+        embed_dim: Size of the joint embedding space.
+        hidden: Hidden sizes of the projection MLPs.
+        dropout: Dropout of the projection MLPs.
+        image_tower: Head of the image features, for methods with one head per modality:
+            ``"mlp"`` (a projection of frozen features) or ``"efficientnet-top<k>"`` (trains
+            EfficientNet-Lite0's top ``k`` blocks; needs ``efficientnet-lite0.blocks-<16-k>``
+            features). See :func:`xmodal.models.build_tower`.
+        text_tower: Likewise for texts: ``"mlp"`` or ``"minilm-top<k>"`` (needs
+            ``minilm.tokens-l<6-k>`` features).
+        tower_lr_scale: Learning-rate multiplier of the pretrained layers inside a tower.
+        tower_probe_fraction: Share of the epochs during which the towers' pretrained layers
+            stay fixed before they are fine-tuned (0: trained from the start).
+    """
 
     embed_dim: int = 256
     hidden: tuple[int, ...] = (1024,)
     dropout: float = 0.1
+    image_tower: str = "mlp"
+    text_tower: str = "mlp"
+    tower_lr_scale: float = 0.1
+    tower_probe_fraction: float = 0.0
 
 
 class Method(nn.Module):
@@ -186,11 +206,16 @@ class Method(nn.Module):
         return {}
 
 
+#: The :class:`MethodConfig` options a wrapper method passes on to its base.
+SHARED_OPTIONS = tuple(f.name for f in fields(MethodConfig))
+
+
 @dataclass
 class WrappedConfig(MethodConfig):
     """Options of a method that adds terms to another (base) method's loss.
 
-    The shared options (``embed_dim``, ``hidden``, ``dropout``) are passed on to the base.
+    The shared options (:data:`SHARED_OPTIONS`: ``embed_dim``, ``hidden``, ``dropout`` and the
+    towers) are passed on to the base.
 
     Attributes:
         base: Registered name of the base method (``"cusa(vse)"`` sets ``base="vse"``).
@@ -219,7 +244,7 @@ class WrapperMethod(Method):
         outer, _ = parse_method_name(config.base)
         if outer == self.name:
             raise ValueError(f"{self.name} cannot wrap itself (base={config.base!r})")
-        shared = {"embed_dim": config.embed_dim, "hidden": config.hidden, "dropout": config.dropout}
+        shared = {name: getattr(config, name) for name in SHARED_OPTIONS}
         clash = sorted(set(shared) & set(config.base_options))
         if clash:
             raise ValueError(

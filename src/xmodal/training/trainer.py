@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from xmodal.embedding import embed_pairs, score_embeddings
 from xmodal.encoders.base import resolve_device
 from xmodal.methods.base import Method, Stage
+from xmodal.models.param_groups import param_groups
 from xmodal.training.config import TrainConfig
 from xmodal.training.data import PairedFeatures, UnpairedFeatures, iterate_batches
 
@@ -73,7 +74,8 @@ def _selection_value(metrics: dict[str, float], select_metric: str) -> float:
 class Trainer:
     """Trains any registered method on frozen features.
 
-    For each of the method's stages: AdamW over that stage's parameters, linear warm-up and cosine
+    For each of the method's stages: AdamW over that stage's parameters (a parameter marked with
+    :func:`xmodal.models.set_lr_scale` learns at ``lr * scale``), linear warm-up and cosine
     decay, gradient clipping; after each epoch of a selecting stage, the validation split is scored
     and the best state (by ``select_metric``) is kept; patience stops a stage early. The test split
     is never seen here.
@@ -172,9 +174,10 @@ class Trainer:
     ) -> tuple[int, tuple[float, dict[str, Any], int, dict[str, float]] | None]:
         cfg = self.config
         params = [p for p in stage.parameters if p.requires_grad]
-        if not params or n_epochs == 0:
+        groups = param_groups(params, cfg.lr)  # per-parameter lr multipliers (``lr_scale``)
+        if not groups or n_epochs == 0:
             return global_epoch, None
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps_per_epoch = max(1, math.ceil(data.text_features.shape[0] / cfg.batch_size))
         total = steps_per_epoch * n_epochs
         scheduler = _schedule(optimizer, total, max(1, int(cfg.warmup_fraction * total)))
