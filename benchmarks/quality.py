@@ -294,6 +294,10 @@ def run(
     return results
 
 
+def _seconds(values: list[float]) -> str:
+    return "closed form" if not any(values) else mean_std(values, 2)
+
+
 def markdown(results: dict, command: str) -> str:
     m = results["methods"]
     lines = [
@@ -314,7 +318,7 @@ def markdown(results: dict, command: str) -> str:
             mean_std(r[f"flickr/{k}"])
             for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
         ]
-        cells += [mean_std(r["flickr/map_t2t"], 3), mean_std(r["flickr/sec_per_epoch"], 2)]
+        cells += [mean_std(r["flickr/map_t2t"], 3), _seconds(r["flickr/sec_per_epoch"])]
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     for level in ("group", "subgroup"):
         lines += [
@@ -329,9 +333,7 @@ def markdown(results: dict, command: str) -> str:
             keys += [f"moji/{level}/map_{d}@{b}b" for b in BITS for d in ("i2t", "t2i")]
             cells = [mean_std(r[k], 3) if k in r else "–" for k in keys]
             lines.append(
-                f"| `{name}` | "
-                + " | ".join(cells)
-                + f" | {mean_std(r['moji/sec_per_epoch'], 2)} |"
+                f"| `{name}` | " + " | ".join(cells) + f" | {_seconds(r['moji/sec_per_epoch'])} |"
             )
     if "transfer" in results:
         t = results["transfer"]
@@ -341,7 +343,7 @@ def markdown(results: dict, command: str) -> str:
             "",
             "Target training images and texts are used without their pairing; selection on the "
             "source validation split. Scored on the openmoji test pairs. "
-            f"Mean ± std over {results.get('transfer_seeds', results['seeds'])} seed(s).",
+            f"Mean ± std over {len(next(iter(t.values())))} seed(s).",
             "",
             "| row | rsum | mAP i2t | mAP t2i |",
             "|---|---|---|---|",
@@ -369,6 +371,7 @@ def main() -> None:
     t.add_argument("--json", type=Path, default=ROOT / "docs" / "quality.json")
     t.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     t.add_argument("--transfer", action="store_true", help="add the aeir transfer rows")
+    t.add_argument("--command", help="with --merge: the commands that produced the JSONs, for the doc")
     t.add_argument(
         "--merge", type=Path, nargs="+", help="only re-render the doc from these result JSONs"
     )
@@ -396,6 +399,8 @@ def main() -> None:
         f"python benchmarks/quality.py train --methods {args.methods} --seeds {args.seeds} "
         f"--device {args.device}" + (" --transfer" if args.transfer else "")
     )
+    if args.merge and args.command:
+        command = args.command
     if not args.no_doc:
         print("updated", update_section("quality", markdown(results, command)))
 
