@@ -147,33 +147,212 @@ def evaluate(
         console.print(_metrics_table({split: metrics}, str(run_dir)))
 
 
-@app.command()
-def search(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
-    query: Annotated[str, typer.Argument(help="Text to search images with.")],
-    data: Annotated[
-        Path | None, typer.Option(help="Images to search (default: the run's data).")
+# --- index and search (xmodal.index, xmodal.search) ---------------------------------------------
+index_app = typer.Typer(
+    help="Build, grow and shrink persistent search indexes.", no_args_is_help=True
+)
+app.add_typer(index_app, name="index")
+
+
+def _index_summary(manifest: Any, index_dir: Path) -> None:
+    img, txt = manifest.collections["image"], manifest.collections["text"]
+    console.print(
+        f"[bold]{index_dir}[/] version {manifest.version}: {img.count} items "
+        f"(float {img.float_kind}, binary {img.binary_kind}), {txt.count} captions "
+        f"(float {txt.float_kind}, binary {txt.binary_kind}); {manifest.dim}-d embeddings, "
+        f"{manifest.bits}-bit codes from {manifest.codes.get('source')}, "
+        f"model {manifest.model.get('kind')}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@index_app.command("build")
+def index_build(
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="A trained run (or use --encoder for zero-shot).")
     ] = None,
-    k: Annotated[int, typer.Option(min=1, max=1000)] = 5,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    data: Annotated[Path, typer.Option(help="Dataset or plain folder of images to index.")] = ...,  # type: ignore[assignment]
+    out: Annotated[Path, typer.Option(help="Index folder to write.")] = ...,  # type: ignore[assignment]
+    encoder: Annotated[
+        str | None, typer.Option(help="Zero-shot dual encoder, e.g. open_clip:ViT-B-32.")
+    ] = None,
+    weights: Annotated[Path | None, typer.Option(help="Local weights file of --encoder.")] = None,
+    bits: Annotated[
+        int | None, typer.Option(help="Code length (16/32/64/128); default: head's, else 64.")
+    ] = None,
+    codes: Annotated[str, typer.Option(help="auto, head, itq or random.")] = "auto",
+    kind: Annotated[str, typer.Option(help="auto, flat, hnsw or ivf.")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    on_bad: Annotated[str, typer.Option(help="error or skip bad input.")] = "error",
     cache_dir: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
-    """The k images that best match a sentence."""
-    from xmodal import pipeline
+    """Index a dataset (or a folder of photos) with a trained run or a zero-shot dual encoder."""
+    from xmodal.index import build_index
 
     try:
-        hits = pipeline.search_text(run_dir, query, data, k, cache_dir)
+        manifest = build_index(
+            run_dir, data, out, encoder=encoder, weights=weights, bits=bits, codes=codes,
+            kind=kind, overwrite=overwrite, cache_dir=cache_dir, device=device, on_bad=on_bad,
+        )  # fmt: skip
+    except (XmodalError, ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
+        _fail(e)
+    _index_summary(manifest, out)
+
+
+@index_app.command("add")
+def index_add(
+    index_dir: Annotated[Path, typer.Argument(help="An index folder.")],
+    data: Annotated[Path, typer.Option(help="Dataset or folder of images to add.")] = ...,  # type: ignore[assignment]
+    on_exists: Annotated[
+        str, typer.Option(help="Ids already indexed: error, skip or replace.")
+    ] = "error",
+    device: Annotated[str, typer.Option()] = "auto",
+    on_bad: Annotated[str, typer.Option()] = "error",
+    cache_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Encode new items with the index's own model and add them (a new, atomic version)."""
+    from xmodal.index import add_to_index
+
+    try:
+        manifest = add_to_index(
+            index_dir, data, on_exists=on_exists, cache_dir=cache_dir, device=device,  # type: ignore[arg-type]
+            on_bad=on_bad,
+        )  # fmt: skip
+    except (XmodalError, ValueError, FileNotFoundError, ImportError) as e:
+        _fail(e)
+    _index_summary(manifest, index_dir)
+
+
+@index_app.command("remove")
+def index_remove(
+    index_dir: Annotated[Path, typer.Argument(help="An index folder.")],
+    ids: Annotated[list[str], typer.Argument(help="Item ids to remove.")],
+    missing_ok: Annotated[bool, typer.Option(help="Ignore ids that are not indexed.")] = False,
+) -> None:
+    """Remove items (their image and caption rows) by id."""
+    from xmodal.index import remove_from_index
+
+    try:
+        manifest = remove_from_index(index_dir, ids, missing_ok=missing_ok)
+    except (XmodalError, ValueError, FileNotFoundError) as e:
+        _fail(e)
+    _index_summary(manifest, index_dir)
+
+
+@index_app.command("info")
+def index_info(
+    index_dir: Annotated[Path, typer.Argument(help="An index folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """What an index holds (and whether its files are intact)."""
+    from xmodal.index import Snapshot
+
+    try:
+        snap = Snapshot.open(index_dir)
     except (XmodalError, ValueError, FileNotFoundError) as e:
         _fail(e)
     if as_json:
-        typer.echo(json.dumps([h.__dict__ for h in hits], indent=2))
+        typer.echo(snap.manifest.to_json())
+    else:
+        _index_summary(snap.manifest, index_dir)
+    snap.close()
+
+
+def _search_run(
+    run_dir: Path, query: str | None, image: Path | None, data: Path | None, k: int,
+    cache_dir: Path | None,
+) -> list[Any]:  # fmt: skip
+    from xmodal import pipeline
+
+    if image is not None or query is None:
+        raise ValueError(
+            "a run directory is searched with a text query; image queries need an index "
+            "(xmodal index build RUN_DIR --data DIR --out INDEX_DIR)"
+        )
+    return pipeline.search_text(run_dir, query, data, k, cache_dir)
+
+
+@app.command()
+def search(
+    target: Annotated[Path, typer.Argument(help="An index folder, or a run directory.")],
+    query: Annotated[str | None, typer.Argument(help="Text to search with.")] = None,
+    image: Annotated[Path | None, typer.Option(help="Search with this image instead.")] = None,
+    k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    to: Annotated[str | None, typer.Option(help="image or text rows (default: image).")] = None,
+    mode: Annotated[str, typer.Option(help="float, hamming or two-stage.")] = "float",
+    candidates: Annotated[int, typer.Option(min=1, help="Two-stage Hamming candidates.")] = 1000,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="Only items with this label (repeatable).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write an HTML page.")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Run directories only: images to search (default: the run's data)."),
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """The k best matches of a sentence (or, with --image, of a picture) in an index or a run."""
+    from xmodal.index import is_index_dir
+
+    title = f"“{query}”" if query is not None else f"image {image}"
+    try:
+        if (query is None) == (image is None):
+            raise ValueError("give a text query or --image PATH (one of the two)")
+        if is_index_dir(target):
+            from xmodal.search import Searcher
+
+            searcher = Searcher(target)
+            fn = {
+                ("text", "image"): searcher.text_to_image, ("text", "text"): searcher.text_to_text,
+                ("image", "image"): searcher.image_to_image, ("image", "text"): searcher.image_to_text,
+            }.get(("text" if query is not None else "image", to or "image"))  # fmt: skip
+            if fn is None:
+                raise ValueError(f"--to must be image or text, got {to!r}")
+            results = fn(
+                query if query is not None else image,
+                k,
+                labels=label,
+                mode=mode,
+                candidates=candidates,
+            )  # type: ignore[operator]
+            rows = [r.to_dict() for r in results]
+        elif not (target / "config.json").is_file():
+            raise ValueError(
+                f"{target} is neither an index (no CURRENT file) nor a run directory "
+                "(no config.json)"
+            )
+        else:
+            if to not in (None, "image") or label or mode != "float":
+                raise ValueError("--to, --label and --mode need an index, not a run directory")
+            results = _search_run(target, query, image, data, k, cache_dir)
+            rows = [h.__dict__ for h in results]
+    except (XmodalError, ValueError, FileNotFoundError, ImportError) as e:
+        _fail(e)
+    if html_out is not None:
+        from xmodal.search import Result, write_results_html
+
+        as_results = [
+            r if isinstance(r, Result) else Result(
+                r.rank, r.id, r.score, "image", -1, r.image, None, r.captions, ()
+            )
+            for r in results
+        ]  # fmt: skip
+        write_results_html({title: as_results}, html_out, title=f"xmodal search: {target}")
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    table = Table(title=f"“{query}”")
+    table = Table(title=title)
     for col in ("rank", "score", "id", "caption"):
         table.add_column(col)
-    for h in hits:
-        table.add_row(str(h.rank), f"{h.score:.3f}", h.id, h.captions[0] if h.captions else "")
+    for r in rows:
+        text = r.get("caption") or (r["captions"][0] if r["captions"] else "")
+        table.add_row(str(r["rank"]), f"{r['score']:.3f}", r["id"], text)
     console.print(table)
+    if html_out is not None:
+        console.print(f"results page written to [bold]{html_out}[/]")
 
 
 @app.command()
