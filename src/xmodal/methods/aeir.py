@@ -52,12 +52,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from xmodal.methods.base import Batch, WrappedConfig, WrapperMethod
 from xmodal.methods.cusa import cosine_similarity_matrix, soft_label_kl
 from xmodal.methods.registry import register_method
+from xmodal.models.generators import Discriminator, grad_reverse
 
 __all__ = [
     "AEIR",
@@ -120,40 +120,8 @@ class AEIRConfig(WrappedConfig):
             raise ValueError(f"structure_temperature must be > 0, got {self.structure_temperature}")
 
 
-class _GradientReversal(torch.autograd.Function):
-    @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, lam: float
-    ) -> torch.Tensor:
-        ctx.lam = lam  # type: ignore[attr-defined]
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
-    ) -> tuple[torch.Tensor, None]:
-        return -ctx.lam * grad, None  # type: ignore[attr-defined]
-
-
-def grad_reverse(x: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
-    """Identity in the forward pass; multiplies the gradient by ``-lam`` in the backward pass."""
-    return _GradientReversal.apply(x, lam)
-
-
-class DomainDiscriminator(nn.Module):
-    """MLP: embedding -> one logit, "this row comes from the source domain"."""
-
-    def __init__(self, in_dim: int, hidden: tuple[int, ...] = (256,)) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        prev = in_dim
-        for h in hidden:
-            layers += [nn.Linear(prev, h), nn.LeakyReLU(0.2)]
-            prev = h
-        self.net = nn.Sequential(*layers, nn.Linear(prev, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
+# One discriminator per modality; gradient reversal makes the heads fool it (DANN).
+DomainDiscriminator = Discriminator
 
 
 def domain_adversarial_loss(
