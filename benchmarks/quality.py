@@ -219,7 +219,7 @@ def has_hash_head(method: str) -> bool:
     )
 
 
-def transfer(z: Any, seeds: int, device: str) -> dict[str, list[float]]:
+def transfer(z: Any, seeds: range, device: str) -> dict[str, list[float]]:
     """Source flickr8k-1k pairs -> target openmoji (pairs thrown away); scored on openmoji test.
 
     Rows: source-only infonce, aeir (target images and texts unpaired, selected on the source's
@@ -229,7 +229,7 @@ def transfer(z: Any, seeds: int, device: str) -> dict[str, list[float]]:
     flickr = {k: PairedFeatures(v.image, v.text, v.text_to_image) for k, v in flickr.items()}
     target = UnpairedFeatures(moji["train"].image, moji["train"].text)
     rows: dict[str, list[float]] = {}
-    for seed in range(seeds):
+    for seed in seeds:
         runs = {
             "source-only (infonce)": train_one("infonce", flickr, seed, device, {}),
             "aeir": train_one("aeir", flickr, seed, device, {}, unpaired=target),
@@ -254,7 +254,12 @@ def transfer(z: Any, seeds: int, device: str) -> dict[str, list[float]]:
 
 
 def run(
-    features: Path, methods: list[str], seeds: int, device: str, out_json: Path, with_transfer: bool
+    features: Path,
+    methods: list[str],
+    seeds: range,
+    device: str,
+    out_json: Path,
+    with_transfer: bool,
 ) -> dict:
     z = np.load(features)
     flickr, moji = parts(z, "flickr8k-1k"), parts(z, "openmoji")
@@ -262,12 +267,13 @@ def run(
     results: dict[str, Any] = {
         "machine": machine(),
         "device": device,
-        "seeds": seeds,
+        "seeds": len(seeds),
+        "seed_list": list(seeds),
         "methods": {},
     }
     for method in methods:
         rows: dict[str, list[float]] = {}
-        for seed in range(seeds):
+        for seed in seeds:
             start = time.perf_counter()
             model, spe = train_one(method, flickr, seed, device, {})
             for k, v in flickr_scores(model, flickr["test"], device).items():
@@ -289,8 +295,30 @@ def run(
         out_json.write_text(json.dumps(results, indent=1))
     if with_transfer:
         results["transfer"] = transfer(z, seeds, device)
-        results["transfer_seeds"] = seeds
+        results["transfer_seeds"] = len(seeds)
         out_json.write_text(json.dumps(results, indent=1))
+    return results
+
+
+def merge(parts_: list[dict]) -> dict:
+    """Combine result JSONs: the same method (or the transfer rows) in several parts has its
+    per-seed lists concatenated, so runs over disjoint seed ranges add up to one table."""
+    results: dict[str, Any] = {**parts_[0], "methods": {}}
+    transfer_rows: dict[str, list[float]] = {}
+    for part in parts_:
+        for method, rows in part["methods"].items():
+            into = results["methods"].setdefault(method, {})
+            for key, values in rows.items():
+                into.setdefault(key, []).extend(values)
+        for key, values in part.get("transfer", {}).items():
+            transfer_rows.setdefault(key, []).extend(values)
+    counts = {len(rows["flickr/rsum"]) for rows in results["methods"].values()}
+    if len(counts) > 1:
+        raise SystemExit(f"methods have different numbers of seeds: {sorted(counts)}")
+    results["seeds"] = counts.pop() if counts else 0
+    if transfer_rows:
+        results["transfer"] = transfer_rows
+        results["transfer_seeds"] = len(next(iter(transfer_rows.values())))
     return results
 
 
@@ -366,7 +394,13 @@ def main() -> None:
     t = sub.add_parser("train")
     t.add_argument("--features", type=Path, default=ROOT / "bench-features.npz")
     t.add_argument("--methods", default=",".join(ISSUE2_METHODS))
-    t.add_argument("--seeds", type=int, default=3)
+    t.add_argument("--seeds", type=int, default=3, help="how many seeds to run")
+    t.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="run seeds FIRST..FIRST+SEEDS-1 (to add seeds to an earlier run; see --merge)",
+    )
     t.add_argument("--device", default="cpu")
     t.add_argument("--json", type=Path, default=ROOT / "docs" / "quality.json")
     t.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
@@ -380,17 +414,13 @@ def main() -> None:
         encode(args.out, args.cache_dir)
         return
     if args.merge:
-        parts_ = [json.loads(p.read_text()) for p in args.merge]
-        results = {**parts_[0], "methods": {}}
-        for part in parts_:
-            results["methods"].update(part["methods"])
-            results.update({k: v for k, v in part.items() if k.startswith("transfer")})
+        results = merge([json.loads(p.read_text()) for p in args.merge])
         args.methods = ",".join(results["methods"])
     else:
         results = run(
             args.features,
             [m for m in args.methods.split(",") if m],
-            args.seeds,
+            range(args.first_seed, args.first_seed + args.seeds),
             args.device,
             args.json,
             args.transfer,
