@@ -1,3 +1,3 @@
 """Imports every built-in method so that its ``@register_method`` runs."""
 
-from xmodal.methods import aeir, cca, crcgs, cusa, infonce, multitask, vse  # noqa: F401
+from xmodal.methods import aeir, cca, crcgs, cusa, ensemble, infonce, multitask, vse  # noqa: F401

@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 _METHODS: dict[str, type[Method]] = {}
-_WRAPPED = re.compile(r"^(?P<outer>[\w-]+)\((?P<inner>[\w-]+)\)$")
+_WRAPPED = re.compile(r"^(?P<outer>[\w-]+)\((?P<inner>[\w()-]+)\)$")
 
 
 def register_method(cls: type[Method]) -> type[Method]:
@@ -47,7 +47,8 @@ def list_methods(pattern: str = "*") -> list[str]:
 
 
 def parse_method_name(name: str) -> tuple[str, str | None]:
-    """``"cusa(vse)"`` -> ``("cusa", "vse")``; ``"infonce"`` -> ``("infonce", None)``."""
+    """``"cusa(vse)"`` -> ``("cusa", "vse")``; ``"infonce"`` -> ``("infonce", None)``;
+    wrappers nest: ``"ensemble(cusa(vse))"`` -> ``("ensemble", "cusa(vse)")``."""
     m = _WRAPPED.match(name.strip())
     if m:
         return m["outer"], m["inner"]
