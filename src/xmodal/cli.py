@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -83,9 +84,13 @@ def train(
         str, typer.Option(help="Training objective, e.g. infonce, vse, cca, cusa(infonce).")
     ] = "infonce",
     image_encoder: Annotated[
-        str, typer.Option(help="Registered image encoder.")
-    ] = "efficientnet-lite0",
-    text_encoder: Annotated[str, typer.Option(help="Registered text encoder.")] = "minilm",
+        str | None,
+        typer.Option(help="Registered image encoder [default: efficientnet-lite0, or what image_tower reads]."),
+    ] = None,
+    text_encoder: Annotated[
+        str | None,
+        typer.Option(help="Registered text encoder [default: minilm, or what text_tower reads]."),
+    ] = None,
     epochs: Annotated[int, typer.Option(min=0)] = 30,
     seed: Annotated[int, typer.Option()] = 0,
     batch_size: Annotated[int, typer.Option(min=2)] = 128,
@@ -104,12 +109,19 @@ def train(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Feature cache (default $XMODAL_CACHE or ~/.cache/xmodal).")
     ] = None,
+    ddp: Annotated[
+        bool,
+        typer.Option(help="DistributedDataParallel under torchrun; --batch-size is per process."),
+    ] = False,
 ) -> None:
     """Train a method on a dataset; the checkpoint is chosen on the validation split."""
     from xmodal import pipeline
 
     try:
-        metrics = pipeline.train(
+        run_train = pipeline.train
+        if ddp:
+            from xmodal.scale.jobs import train_ddp as run_train  # type: ignore[assignment]
+        metrics = run_train(
             data, out, method,
             image_encoder=image_encoder, text_encoder=text_encoder, split=split,
             method_options=_parse_options(option),
@@ -124,6 +136,38 @@ def train(
         )
     )
     console.print(f"run written to [bold]{out}[/]")
+
+
+@app.command()
+def encode(
+    data: Annotated[Path, typer.Option(help="Dataset folder or file.")],
+    image_encoder: Annotated[str, typer.Option(help="Registered image encoder.")] = "efficientnet-lite0",
+    text_encoder: Annotated[str, typer.Option(help="Registered text encoder.")] = "minilm",
+    ray: Annotated[bool, typer.Option("--ray", help="Encode on a Ray actor pool.")] = False,
+    ray_address: Annotated[
+        str, typer.Option(help="With --ray: cluster address (auto, ray://host:10001) or local.")
+    ] = "local",
+    shard_size: Annotated[int, typer.Option(min=1, help="Rows per Ray shard.")] = 1024,
+    actors: Annotated[int, typer.Option(min=1, help="Encoder actors (one GPU each if any).")] = 2,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (without --ray).")] = "auto",
+    on_bad: Annotated[str, typer.Option(help="error or skip bad input.")] = "error",
+    cache_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Fill the feature cache with a dataset's image and caption features (resumable)."""
+    from xmodal.scale.jobs import encode_collection
+
+    try:
+        done = encode_collection(
+            data, image_encoder=image_encoder, text_encoder=text_encoder, cache_dir=cache_dir,
+            ray=ray_address if ray else None, shard_size=shard_size, actors=actors,
+            batch_size=batch_size,
+            device=None if device == "auto" else device, on_bad=on_bad,
+        )  # fmt: skip
+    except (XmodalError, ValueError, FileNotFoundError, ImportError) as e:
+        _fail(e)
+    for modality, result in done.items():
+        console.print(f"{modality}: {result}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -187,15 +231,30 @@ def index_build(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     on_bad: Annotated[str, typer.Option(help="error or skip bad input.")] = "error",
     cache_dir: Annotated[Path | None, typer.Option()] = None,
+    ray: Annotated[
+        bool, typer.Option("--ray", help="Encode (and with --shards, index) on Ray.")
+    ] = False,
+    ray_address: Annotated[
+        str, typer.Option(help="With --ray: cluster address (auto, ray://host:10001) or local.")
+    ] = "local",
+    shards: Annotated[
+        int, typer.Option(min=0, help="With --ray: also build this many float index shards.")
+    ] = 0,
 ) -> None:
     """Index a dataset (or a folder of photos) with a trained run or a zero-shot dual encoder."""
     from xmodal.index import build_index
 
     try:
-        manifest = build_index(
-            run_dir, data, out, encoder=encoder, weights=weights, bits=bits, codes=codes,
-            kind=kind, overwrite=overwrite, cache_dir=cache_dir, device=device, on_bad=on_bad,
+        options = dict(
+            encoder=encoder, weights=weights, bits=bits, codes=codes, kind=kind,
+            overwrite=overwrite, cache_dir=cache_dir, device=device, on_bad=on_bad,
         )  # fmt: skip
+        if ray:
+            from xmodal.scale.jobs import build_index_ray
+
+            manifest = build_index_ray(run_dir, data, out, ray=ray_address, shards=shards, **options)  # type: ignore[arg-type]
+        else:
+            manifest = build_index(run_dir, data, out, **options)  # type: ignore[arg-type]
     except (XmodalError, ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
         _fail(e)
     _index_summary(manifest, out)
@@ -355,6 +414,55 @@ def search(
         console.print(f"results page written to [bold]{html_out}[/]")
 
 
+def _read_token(token_env: str, token_file: Path | None) -> str | None:
+    """The write token: the file's first line, else the environment variable; empty = none."""
+    if token_file is not None:
+        try:
+            lines = token_file.read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise ValueError(f"cannot read --token-file {token_file}: {e.strerror}") from e
+        token = lines[0].strip() if lines else ""
+    else:
+        token = os.environ.get(token_env, "").strip()
+    return token or None
+
+
+def _serve(
+    index_dir: Path, host: str, port: int, token: str | None, device: str | None
+) -> None:
+    from xmodal import serve as serving
+
+    where = f"http://{host}:{port}/"
+    mode = "writes need the bearer token" if token else "read-only (no write token set)"
+    console.print(f"serving [bold]{index_dir}[/] at [bold]{where}[/] — {mode}", highlight=False)
+    serving.run(index_dir, host=host, port=port, token=token, device=device)
+
+
+@app.command()
+def serve(
+    index_dir: Annotated[Path, typer.Argument(help="An index folder (xmodal index build).")],
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    token_env: Annotated[
+        str, typer.Option(help="Environment variable holding the write token (none: read-only).")
+    ] = "XMODAL_TOKEN",
+    token_file: Annotated[
+        Path | None, typer.Option(help="File whose first line is the write token.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+) -> None:
+    """Serve an index over HTTP: JSON API, web page at /, metrics at /metrics, docs at /docs."""
+    from xmodal.index import is_index_dir
+
+    try:
+        if not is_index_dir(index_dir):
+            raise ValueError(f"{index_dir} is not an xmodal index (no CURRENT file)")
+        token = _read_token(token_env, token_file)
+    except ValueError as e:
+        _fail(e)
+    _serve(index_dir, host, port, token, device)
+
+
 @app.command()
 def demo(
     out: Annotated[
@@ -362,14 +470,29 @@ def demo(
     ] = Path("runs/demo"),
     epochs: Annotated[int, typer.Option(min=1)] = 30,
     device: Annotated[str, typer.Option()] = "auto",
+    serve_index: Annotated[
+        bool, typer.Option("--serve", help="Then index the demo set and serve it over HTTP.")
+    ] = False,
+    host: Annotated[str, typer.Option(help="With --serve: address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="With --serve: port.")] = 8000,
 ) -> None:
     """Train and evaluate on the shipped OpenMoji set, then show three searches."""
     from xmodal.demo import run_demo
 
     try:
         run_demo(out, epochs=epochs, device=device, console=console)
+        if serve_index:
+            from xmodal.demo import demo_data_path
+            from xmodal.index import build_index
+
+            console.print("indexing the demo set with the [bold]infonce[/] run …")
+            build_index(
+                out / "infonce", demo_data_path(), out / "index", overwrite=True, device=device
+            )
     except (XmodalError, ValueError, FileNotFoundError) as e:
         _fail(e)
+    if serve_index:
+        _serve(out / "index", host, port, _read_token("XMODAL_TOKEN", None), device)
 
 
 @app.command("list")

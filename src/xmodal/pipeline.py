@@ -34,12 +34,16 @@ __all__ = [
     "Hit",
     "default_cache_dir",
     "encode_dataset",
+    "encoder_for_tower",
     "evaluate",
     "search_text",
     "train",
 ]
 
 TEXT_ENCODER_STATE = "text_encoder.state"
+#: Encoders of a run when neither the caller nor a fine-tuned tower names one.
+DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"
+DEFAULT_TEXT_ENCODER = "minilm"
 
 
 def default_cache_dir() -> Path:
@@ -115,13 +119,30 @@ def encode_dataset(
     return EncodedDataset(dataset, image, text, owner)
 
 
+def encoder_for_tower(explicit: str | None, tower: str, default: str, modality: str) -> str:
+    """The encoder whose features a ``tower`` reads: ``explicit`` when given (checked against
+    the tower), else the tower's intermediate-layer encoder, else ``default`` (``mlp`` towers).
+    """
+    from xmodal.models.backbone_heads import tower_encoder
+
+    needed = tower_encoder(tower)
+    if explicit is None:
+        return needed or default
+    if needed is not None and explicit != needed:
+        raise ValueError(
+            f"{modality}_tower={tower!r} reads {needed!r} features, but "
+            f"{modality}_encoder={explicit!r} was given: leave the encoder unset or pass {needed!r}"
+        )
+    return explicit
+
+
 def train(
     data: str | Path,
     out: str | Path,
     method: str = "infonce",
     *,
-    image_encoder: str = "efficientnet-lite0",
-    text_encoder: str = "minilm",
+    image_encoder: str | None = None,
+    text_encoder: str | None = None,
     split: str = DEFAULT_SPLIT,
     method_options: dict[str, Any] | None = None,
     train_options: dict[str, Any] | None = None,
@@ -134,7 +155,18 @@ def train(
     The split is drawn by ``split`` (see :mod:`xmodal.splitting`) with the trainer's seed and
     stored in ``out/split.json``; the checkpoint is selected on the validation split. Returns the
     run's ``metrics.json`` content (validation metrics of the selected checkpoint).
+
+    Encoders left at ``None`` are the defaults (``efficientnet-lite0``, ``minilm``), or the
+    intermediate-layer features a fine-tuned tower reads (``image_tower="efficientnet-top2"``
+    needs ``efficientnet-lite0.blocks-14``; see :func:`xmodal.models.tower_encoder`).
     """
+    options = dict(method_options or {})
+    image_encoder = encoder_for_tower(
+        image_encoder, options.get("image_tower", "mlp"), DEFAULT_IMAGE_ENCODER, "image"
+    )
+    text_encoder = encoder_for_tower(
+        text_encoder, options.get("text_tower", "mlp"), DEFAULT_TEXT_ENCODER, "text"
+    )
     train_cfg = TrainConfig(**(train_options or {}))
     out = Path(out)
     ds = dataset if dataset is not None else load_dataset(data, on_bad=on_bad)  # type: ignore[arg-type]
@@ -150,7 +182,6 @@ def train(
         ds, image_encoder, text_enc, cache_dir, str(device), train_cfg.progress
     )
     parts = {name: encoded.paired(ids) for name, ids in asdict(the_split).items() if ids}
-    options = dict(method_options or {})
     seed_everything(train_cfg.seed)  # the heads' initialisation follows the run's seed
     model = build_method(method, encoded.image.shape[1], encoded.text.shape[1], **options)
     from xmodal.methods.registry import config_to_dict
