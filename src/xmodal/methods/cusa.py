@@ -70,6 +70,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from xmodal.distributed.gather import gather, gather_with_grad
 from xmodal.methods.base import Batch, WrappedConfig, WrapperMethod
 from xmodal.methods.registry import register_method
 from xmodal.models.heads import l2_normalize
@@ -261,11 +262,13 @@ class CUSA(WrapperMethod):
     def soft_label_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The CSA and USA terms (unweighted) of ``batch``, and their four halves."""
         cfg: CUSAConfig = self.config  # type: ignore[assignment]
-        img = self.base.embed_image(batch.image)
-        txt = self.base.embed_text(batch.text)
+        # under torch.distributed: rows of the global batch (identity in one process)
+        img = gather_with_grad(self.base.embed_image(batch.image))
+        txt = gather_with_grad(self.base.embed_text(batch.text))
+        image_index = gather(batch.image_index)
         with torch.no_grad():
-            t_img = self._teacher(batch, cfg.teacher_image, batch.image)
-            t_txt = self._teacher(batch, cfg.teacher_text, batch.text)
+            t_img = gather(self._teacher(batch, cfg.teacher_image, batch.image))
+            t_txt = gather(self._teacher(batch, cfg.teacher_text, batch.text))
             sim_ii = cosine_similarity_matrix(t_img)
             sim_tt = cosine_similarity_matrix(t_txt)
             if cfg.cross_teacher == "each":
@@ -275,11 +278,11 @@ class CUSA(WrapperMethod):
             else:
                 cross_i2t = cross_t2i = (sim_ii.clamp(min=0) * sim_tt.clamp(min=0)).sqrt()
             if cfg.dedupe_images:
-                keep = first_occurrences(batch.image_index)
-                member = (batch.image_index[:, None] == batch.image_index[keep][None, :]).float()
+                keep = first_occurrences(image_index)
+                member = (image_index[:, None] == image_index[keep][None, :]).float()
                 cross_t2i = cross_t2i.T @ member / member.sum(dim=0, keepdim=True)
             else:
-                keep = torch.arange(batch.image.shape[0], device=batch.image.device)
+                keep = torch.arange(img.shape[0], device=img.device)
                 cross_t2i = cross_t2i.T
             temp = cfg.teacher_temperature
             teach_ii, teach_tt = sim_ii / temp, sim_tt / temp
@@ -306,7 +309,7 @@ class CUSA(WrapperMethod):
             return terms
         base_loss = terms["loss"]
         if cfg.base_loss_scale == "published":
-            base_loss = base_loss / batch.image.shape[0]
+            base_loss = base_loss / gather(batch.image_index).shape[0]  # the global batch
         soft = self.soft_label_terms(batch)
         total = base_loss + cfg.csa_weight * soft["csa"] + cfg.usa_weight * soft["usa"]
         return {**terms, "base_loss": terms["loss"], **soft, "loss": total}

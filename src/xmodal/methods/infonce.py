@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from xmodal.distributed.gather import gather, gather_with_grad
 from xmodal.methods.base import Batch, MethodConfig
 from xmodal.methods.dual import DualHeadMethod
 from xmodal.methods.registry import register_method
@@ -67,14 +68,19 @@ class InfoNCE(DualHeadMethod):
         return self.log_scale.clamp(max=math.log(1.0 / self.config.min_temperature)).exp()
 
     def cross_logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Image embeddings, text embeddings and the ``[B, B]`` image→text logits."""
-        img = self.embed_image(batch.image)
-        txt = self.embed_text(batch.text)
+        """Image embeddings, text embeddings and the ``[B, B]`` image→text logits.
+
+        Under ``torch.distributed`` the embeddings are gathered from every process (with
+        gradients), so ``B`` is the global batch.
+        """
+        img = gather_with_grad(self.embed_image(batch.image))
+        txt = gather_with_grad(self.embed_text(batch.text))
         return img, txt, self.logit_scale() * img @ txt.T
 
     def loss(self, batch: Batch, stage: str = "main") -> dict[str, torch.Tensor]:
         _, _, logits = self.cross_logits(batch)
-        pos = batch.positives()
+        image_index = gather(batch.image_index)
+        pos = image_index[:, None] == image_index[None, :]
         i2t = multi_positive_infonce(logits, pos)
         t2i = multi_positive_infonce(logits.T, pos.T)
         return {"loss": (i2t + t2i) / 2, "i2t": i2t, "t2i": t2i}

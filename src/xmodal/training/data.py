@@ -135,8 +135,15 @@ def iterate_batches(
     batch_size: int,
     generator: torch.Generator,
     target_generator: torch.Generator | None = None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[Batch]:
     """One epoch of shuffled caption batches (the last partial batch is dropped if smaller than 2).
+
+    With ``world_size > 1`` (DDP) every process draws the same order (same seed) and takes the
+    ``rank``-th slice of each global batch of ``world_size · batch_size`` captions; a last global
+    batch smaller than that is dropped, so every process sees equal shapes.
 
     Each batch carries the rows of ``data.image_extra`` / ``data.text_extra`` in ``extra``. When
     ``data`` holds unpaired target features, every batch also gets as many distinct random target
@@ -147,8 +154,13 @@ def iterate_batches(
     n = data.text_features.shape[0]
     order = torch.randperm(n, generator=generator).to(data.text_features.device)
     target_gen = generator if target_generator is None else target_generator
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
+    step = batch_size * world_size
+    for start in range(0, n, step):
+        idx = order[start : start + step]
+        if world_size > 1:
+            if idx.numel() < step:
+                break
+            idx = idx[rank * batch_size : (rank + 1) * batch_size]
         if idx.numel() < 2:
             break
         img_idx = data.text_to_image[idx]

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from xmodal.distributed.ddp import wrap_loss
+from xmodal.distributed.gather import world
 from xmodal.embedding import embed_pairs, score_embeddings
 from xmodal.encoders.base import resolve_device
 from xmodal.methods.base import Method, Stage
@@ -79,6 +81,11 @@ class Trainer:
     decay, gradient clipping; after each epoch of a selecting stage, the validation split is scored
     and the best state (by ``select_metric``) is kept; patience stops a stage early. The test split
     is never seen here.
+
+    Inside an initialised ``torch.distributed`` process group (``torchrun``, see
+    :mod:`xmodal.distributed`) the loss runs under DDP, each process takes its slice of every
+    global batch of ``world · batch_size`` pairs, and every process validates (the parameters
+    are identical, so all take the same selection and early-stopping decisions).
 
     Args:
         method: The method to train (moved to the configured device).
@@ -178,7 +185,10 @@ class Trainer:
         if not groups or n_epochs == 0:
             return global_epoch, None
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps_per_epoch = max(1, math.ceil(data.text_features.shape[0] / cfg.batch_size))
+        place = world()
+        loss_fn = wrap_loss(self.method, self.device)  # DDP in a process group, else the method
+        global_batch = cfg.batch_size * place.size
+        steps_per_epoch = max(1, math.ceil(data.text_features.shape[0] / global_batch))
         total = steps_per_epoch * n_epochs
         scheduler = _schedule(optimizer, total, max(1, int(cfg.warmup_fraction * total)))
         best: tuple[float, dict[str, Any], int, dict[str, float]] | None = None
@@ -195,9 +205,16 @@ class Trainer:
             self.method.train()
             sums: dict[str, float] = {}
             n_batches = 0
-            batches = iterate_batches(data, cfg.batch_size, generator, target_generator)
+            batches = iterate_batches(
+                data,
+                cfg.batch_size,
+                generator,
+                target_generator,
+                rank=place.rank,
+                world_size=place.size,
+            )
             for batch in batches:
-                terms = self.method.loss(batch, stage=stage.name)
+                terms = loss_fn(batch, stage=stage.name)
                 loss = terms["loss"]
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
