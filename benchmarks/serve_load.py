@@ -1,0 +1,252 @@
+"""Load test of the HTTP service: concurrent clients searching a 100,000-item index on loopback.
+
+The index is model-backed (text queries are encoded by the server, as in production): a small
+``infonce`` run is trained on a slice of the shipped OpenMoji set, its real emoji are indexed
+together with synthetic items (random unit vectors in the run's embedding space, codes from the
+index's own ITQ rotation) up to ``--items``. The server is ``xmodal serve`` in a subprocess
+bound to 127.0.0.1; ``--clients`` concurrent clients (one asyncio ``httpx.AsyncClient``
+connection each) send ``POST /search/text`` (k=10, modes float / hamming / two-stage in turn,
+queries drawn from the OpenMoji captions) for ``--seconds``. Reported: requests/s, p50 / p90 /
+p99 latency, errors (any non-200 or transport error), the server's resident memory (VmRSS
+from /proc) before and after the load. Writes the ``serve`` section of docs/benchmarks.md.
+
+Run from the repository root::
+
+    python benchmarks/serve_load.py                       # 100,000 items, 50 clients, 60 s
+    python benchmarks/serve_load.py --items 20000 --seconds 10 --no-doc   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine, update_section
+
+from xmodal.datasets.record import Record
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process, MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def make_index(root: Path, n_items: int, slice_every: int, seed: int) -> tuple[Path, list[str], dict]:
+    """Train a small run on an OpenMoji slice; index its emoji plus synthetic items."""
+    from xmodal.demo import demo_data_path
+    from xmodal.index import EncodedItems, build_index, create_index
+    from xmodal.index.coding import load_code_choice
+    from xmodal.index.manifest import VERSIONS, read_pointer
+    from xmodal.index.metadata import MetadataReader
+    from xmodal.index.snapshot import Snapshot
+    from xmodal.pipeline import train
+
+    src = demo_data_path()
+    lines = (src / "data.jsonl").read_text(encoding="utf-8").splitlines()[::slice_every]
+    data = root / "data"
+    (data / "images").mkdir(parents=True)
+    for line in lines:
+        shutil.copy(src / json.loads(line)["image"], data / "images")
+    (data / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cache = root / "cache"
+    train(
+        data, root / "run", "infonce", split="random:0.8,0.1,0.1",
+        train_options={"device": "cpu", "progress": False, "epochs": 5, "seed": seed},
+        cache_dir=cache,
+    )  # fmt: skip
+    small = root / "small"
+    build_index(root / "run", data, small, bits=64, kind="flat", cache_dir=cache, progress=False)
+    snap = Snapshot.open(small)
+    pointer = read_pointer(small)
+    folder = small / VERSIONS / pointer.dir
+    meta = MetadataReader(folder / "meta.sqlite")
+    image, text = snap.collections["image"], snap.collections["text"]
+    items_meta = meta.items(image.ids.tolist())
+    records = [
+        Record(m.key, Path(m.path) if m.path else None, m.captions, m.labels, m.extra)
+        for m in (items_meta[i] for i in image.ids.tolist())
+    ]
+    owner_of = {t.id: t.item for t in meta.texts_of_items(image.ids.tolist())}
+    position = {int(iid): i for i, iid in enumerate(image.ids.tolist())}
+    text_owner = np.asarray([position[owner_of[int(t)]] for t in text.ids], dtype=np.int64)
+    captions = [c for r in records for c in r.captions]
+
+    n_synth = n_items - len(records)
+    rng = np.random.default_rng(seed)
+    synth = rng.standard_normal((n_synth, snap.dim)).astype(np.float32)
+    synth /= np.linalg.norm(synth, axis=1, keepdims=True)
+    choice = load_code_choice(folder, snap.manifest)
+    records += [Record(f"synthetic/{i:06d}", None) for i in range(n_synth)]
+    items = EncodedItems(
+        records,
+        np.concatenate([np.asarray(image.vectors), synth]),
+        np.concatenate([np.asarray(image.codes), choice.codes(synth, None)]),
+        np.asarray(text.vectors),
+        np.asarray(text.codes),
+        text_owner,
+    )
+    files = {name: folder / name for name in snap.manifest.files if name != "meta.sqlite"}
+    files = {k: v for k, v in files.items() if k.startswith("model/") or k == "rotation.npz"}
+    out = root / "index"
+    manifest = create_index(
+        out, items, codes=snap.manifest.codes, model=snap.manifest.model, files=files, kind="auto"
+    )
+    meta.close()
+    snap.close()
+    info = manifest.collections["image"]
+    return out, captions, {"real": n_items - n_synth, "float": info.float_kind,
+                           "binary": info.binary_kind}  # fmt: skip
+
+
+async def load(url: str, clients: int, seconds: float, queries: list[str]) -> dict:
+    import httpx
+
+    modes = ("float", "hamming", "two-stage")
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    stop = time.perf_counter() + seconds
+
+    async def client(i: int) -> None:
+        rng = np.random.default_rng(i)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            n = 0
+            while time.perf_counter() < stop:
+                body = {"query": queries[rng.integers(len(queries))], "k": 10,
+                        "mode": modes[(i + n) % 3]}  # fmt: skip
+                n += 1
+                t0 = time.perf_counter()
+                try:
+                    r = await c.post("/search/text", json=body)
+                    ok = r.status_code == 200 and len(r.json()["results"]) == 10
+                    key = "ok" if ok else f"HTTP {r.status_code}"
+                except httpx.HTTPError as e:
+                    key = type(e).__name__
+                if key == "ok":
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors[key] = errors.get(key, 0) + 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    wall = time.perf_counter() - start
+    lat = np.asarray(latencies) * 1000
+    return {
+        "requests": len(latencies) + sum(errors.values()),
+        "ok": len(latencies),
+        "errors": errors,
+        "wall_s": wall,
+        "rps": len(latencies) / wall,
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+        "p90_ms": float(np.percentile(lat, 90)) if len(lat) else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+        "max_ms": float(lat.max()) if len(lat) else float("nan"),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--items", type=int, default=100_000)
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--slice-every", type=int, default=10, help="OpenMoji emoji kept: every Nth")
+    ap.add_argument("--server-threads", type=int, default=1, help="torch/OpenMP threads of the server")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-doc", action="store_true", help="Print only; leave docs/benchmarks.md.")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="xmodal-serve-load-") as tmp:
+        t0 = time.perf_counter()
+        index, captions, built = make_index(Path(tmp), args.items, args.slice_every, args.seed)
+        build_s = time.perf_counter() - t0
+        port = free_port()
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.server_threads),
+                   MKL_NUM_THREADS=str(args.server_threads))  # fmt: skip
+        env.pop("XMODAL_TOKEN", None)  # read-only
+        server = subprocess.Popen(
+            [sys.executable, "-m", "xmodal.cli", "serve", str(index), "--port", str(port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            import httpx
+
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    health = httpx.get(url + "/health", timeout=2).json()
+                    break
+                except httpx.HTTPError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(server.stderr.read().decode()[-2000:]) from None
+                    time.sleep(0.5)
+            for q in captions[:20]:  # warm up: encoders loaded, caches hot
+                httpx.post(url + "/search/text", json={"query": q}, timeout=30)
+            rss_before = rss_mb(server.pid)
+            load_avg_start = os.getloadavg()[0]
+            result = asyncio.run(load(url, args.clients, args.seconds, captions))
+            load_avg_end = os.getloadavg()[0]
+            rss_after = rss_mb(server.pid)
+            alive = server.poll() is None
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+    result.update(
+        items=health["items"], texts=health["texts"], dim=health["dim"], bits=health["bits"],
+        rss_before_mb=rss_before, rss_after_mb=rss_after, server_alive=alive, build_s=build_s,
+    )  # fmt: skip
+    print(json.dumps(result, indent=2))
+    n_errors = sum(result["errors"].values())
+    md = f"""## HTTP service under load (`benchmarks/serve_load.py`)
+
+Command: `python benchmarks/serve_load.py --items {args.items} --clients {args.clients} --seconds {args.seconds:g}`.
+Machine: {machine()}; measured {dt.date.today().isoformat()}, load average {load_avg_start:.2f} at the
+start of the load and {load_avg_end:.2f} at the end (the clients, the server and other jobs share
+the cores).
+
+Index: {result['items']:,} items ({built['real']} OpenMoji emoji indexed with a small `infonce` run,
+plus synthetic unit vectors), {result['texts']:,} captions, {result['dim']}-d embeddings,
+{result['bits']}-bit ITQ codes, `auto` index kinds (float: {built['float']}, binary: {built['binary']});
+built in {build_s:.0f} s. Server: `xmodal serve` (uvicorn, one process,
+{args.server_threads} torch thread(s)) on 127.0.0.1, read-only. Load: {args.clients} concurrent
+clients (asyncio + httpx, one keep-alive connection each), `POST /search/text` with k=10, modes
+float / hamming / two-stage in turn, queries drawn from the OpenMoji captions (encoded by the
+server with MiniLM and the run's text head), for {args.seconds:g} s.
+
+| requests | requests/s | p50 (ms) | p90 (ms) | p99 (ms) | max (ms) | errors | server RSS before → after (MB) |
+|---:|---:|---:|---:|---:|---:|---:|---|
+| {result['requests']:,} | {result['rps']:.1f} | {result['p50_ms']:.0f} | {result['p90_ms']:.0f} | {result['p99_ms']:.0f} | {result['max_ms']:.0f} | {n_errors} | {rss_before:.0f} → {rss_after:.0f} |
+
+Errors counts any non-200 answer, any answer without 10 results and any transport error
+({json.dumps(result['errors']) if n_errors else 'none'}); the server was {'still running' if alive else 'NOT running'}
+after the load. Latency is client-side (queueing included): with {args.clients} clients and a
+throughput of R requests/s, each request waits about {args.clients}/R s, so p50 ≈ clients ÷ throughput.
+"""
+    if not args.no_doc:
+        print("wrote", update_section("serve", md))
+
+
+if __name__ == "__main__":
+    main()
