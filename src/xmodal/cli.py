@@ -130,6 +130,8 @@ def train(
         )  # fmt: skip
     except (XmodalError, ValueError, FileNotFoundError) as e:
         _fail(e)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only rank 0 reports (and writes) the run
     console.print(
         _metrics_table(
             {"validation": metrics["val"]}, f"{method} — selected epoch {metrics['best_epoch']}"

@@ -20,6 +20,7 @@ import torch
 
 from xmodal.datasets import Dataset, Split, load_dataset
 from xmodal.datasets.record import Record
+from xmodal.distributed.gather import world
 from xmodal.embedding import Embeddings, embed_features, embed_pairs, score_embeddings
 from xmodal.encoders import get_image_encoder, get_text_encoder
 from xmodal.encoders.base import TextEncoder, resolve_device
@@ -159,6 +160,11 @@ def train(
     Encoders left at ``None`` are the defaults (``efficientnet-lite0``, ``minilm``), or the
     intermediate-layer features a fine-tuned tower reads (``image_tower="efficientnet-top2"``
     needs ``efficientnet-lite0.blocks-14``; see :func:`xmodal.models.tower_encoder`).
+
+    Inside a ``torch.distributed`` process group (``torchrun``, :func:`xmodal.scale.train_ddp`)
+    every process trains, but only rank 0 writes ``out`` (config, split, fitted text encoder,
+    history, checkpoints, metrics); the other ranks return the same metrics and write no files
+    (the shared feature cache aside).
     """
     options = dict(method_options or {})
     image_encoder = encoder_for_tower(
@@ -200,20 +206,21 @@ def train(
             "sizes": [len(the_split.train), len(the_split.val), len(the_split.test)],
         },
     )
-    writer = RunWriter(out, run)
-    writer.write_split(asdict(the_split))
-    if text_enc.needs_fit:
-        text_enc.save(out / TEXT_ENCODER_STATE)  # type: ignore[attr-defined]
-    result = Trainer(model, train_cfg, on_epoch=writer.on_epoch).fit(
-        parts["train"], parts.get("val")
-    )
+    writer = RunWriter(out, run) if world().is_main else None  # rank 0 writes the run
+    if writer is not None:
+        writer.write_split(asdict(the_split))
+        if text_enc.needs_fit:
+            text_enc.save(out / TEXT_ENCODER_STATE)  # type: ignore[attr-defined]
+    on_epoch = writer.on_epoch if writer is not None else None
+    result = Trainer(model, train_cfg, on_epoch=on_epoch).fit(parts["train"], parts.get("val"))
     metrics: dict[str, Any] = {
         "val": result.best,
         "best_epoch": result.best_epoch,
         "seconds_per_epoch": result.seconds_per_epoch,
         **model.extra_state_for_run(),
     }
-    writer.finish(model, metrics)
+    if writer is not None:
+        writer.finish(model, metrics)
     return metrics
 
 

@@ -6,9 +6,9 @@
 
     img = gather_with_grad(local_img)   # [world * B, d]; the identity in a single process
 
-The contrastive losses (``infonce``, ``cusa``) call :func:`gather_with_grad` on their embeddings
-and :func:`gather` on row indices and teacher features, so under ``torchrun`` every process scores
-its rows against the *global* batch. The trainer wraps the method in DDP
+The contrastive losses (``infonce``, ``vse``, ``cusa``) call :func:`gather_with_grad` on their
+embeddings and :func:`gather` on row indices and teacher features, so under ``torchrun`` every
+process scores its rows against the *global* batch. The trainer wraps the method in DDP
 (:func:`xmodal.distributed.ddp.wrap_loss`) and shards each global batch by rank.
 Importing this package does not start or join a process group.
 """

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from xmodal.distributed.gather import gather, gather_with_grad
 from xmodal.methods.base import Batch, MethodConfig
 from xmodal.methods.dual import DualHeadMethod
 from xmodal.methods.registry import register_method
@@ -44,14 +45,22 @@ def hardest_negative_triplet(
 
 @register_method
 class VSE(DualHeadMethod):
-    """Visual-semantic embedding trained with the hardest-negative triplet loss."""
+    """Visual-semantic embedding trained with the hardest-negative triplet loss.
+
+    Under ``torch.distributed`` the embeddings and image indices are gathered from every process
+    (with gradients), so the hardest negatives are drawn from the global batch.
+    """
 
     name = "vse"
     Config = VSEConfig
 
     def loss(self, batch: Batch, stage: str = "main") -> dict[str, torch.Tensor]:
-        sim = self.embed_image(batch.image) @ self.embed_text(batch.text).T
+        # under torch.distributed: rows of the global batch, the negatives of every row
+        img = gather_with_grad(self.embed_image(batch.image))
+        txt = gather_with_grad(self.embed_text(batch.text))
+        image_index = gather(batch.image_index)
+        positives = image_index[:, None] == image_index[None, :]
         value = hardest_negative_triplet(
-            sim, batch.positives(), self.config.margin, self.config.max_violation
+            img @ txt.T, positives, self.config.margin, self.config.max_violation
         )
         return {"loss": value}

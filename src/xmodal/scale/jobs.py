@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -148,9 +147,10 @@ def build_index_ray(
 def train_ddp(data: str | Path, out: str | Path, method: str = "infonce", **options: Any) -> Any:
     """:func:`xmodal.pipeline.train` in every process of a ``torchrun`` job.
 
-    Joins the process group (``nccl`` on GPUs, ``gloo`` on CPUs); rank 0 writes the run
-    directory ``out``, the other ranks write to a temporary folder that is removed. ``batch_size``
-    in ``train_options`` is per process: the global batch is ``world · batch_size``.
+    Joins the process group (``nccl`` on GPUs, ``gloo`` on CPUs); every rank trains on its slice
+    of each global batch and returns the run's metrics, and only rank 0 writes the run directory
+    ``out`` (``pipeline.train`` is rank-aware). ``batch_size`` in ``train_options`` is per
+    process: the global batch is ``world · batch_size``. Progress bars show on rank 0 only.
     """
     from xmodal import pipeline
     from xmodal.distributed.ddp import process_group
@@ -158,11 +158,6 @@ def train_ddp(data: str | Path, out: str | Path, method: str = "infonce", **opti
     train_options = dict(options.pop("train_options", None) or {})
     with process_group(train_options.get("device", "auto")) as (place, device):
         train_options["device"] = str(device)
-        if place.rank != 0:
+        if not place.is_main:
             train_options["progress"] = False
-        if place.is_main:
-            return pipeline.train(data, out, method, train_options=train_options, **options)
-        with tempfile.TemporaryDirectory(prefix=f"xmodal-rank{place.rank}-") as tmp:
-            return pipeline.train(
-                data, Path(tmp) / "run", method, train_options=train_options, **options
-            )
+        return pipeline.train(data, out, method, train_options=train_options, **options)
