@@ -35,6 +35,7 @@ from report import machine, mean_std, update_section
 from xmodal.codes import fit_rotation
 from xmodal.embedding import embed_features
 from xmodal.evaluation import cross_modal_map, mean_average_precision, retrieval_recall
+from xmodal.io import write_json_atomic
 from xmodal.methods import build_method
 from xmodal.training import PairedFeatures, TrainConfig, Trainer, seed_everything
 from xmodal.training.data import UnpairedFeatures
@@ -293,12 +294,12 @@ def run(
                 f"({time.perf_counter() - start:.0f} s)",
                 flush=True,
             )
-        results["methods"][method] = rows
-        out_json.write_text(json.dumps(results, indent=1))
+            results["methods"][method] = rows  # after every seed: a crash loses one seed at most
+            write_json_atomic(out_json, results)
     if with_transfer:
         results["transfer"] = transfer(z, seeds, device)
         results["transfer_seeds"] = len(seeds)
-        out_json.write_text(json.dumps(results, indent=1))
+        write_json_atomic(out_json, results)
     return results
 
 
