@@ -6,6 +6,7 @@ The index is built by ``build_index`` with the tiny colour dual encoder of ``ser
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,6 +242,115 @@ def test_add_search_and_delete_an_item(writable: Path) -> None:
     assert snap.version == 3 and len(snap.collections["image"]) == 5
 
 
+def test_uploads_are_removed_with_their_last_item(
+    writable: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two items sharing one stored upload: the file goes only with the second, after commit."""
+    import xmodal.serve.service as service_module
+
+    app = create_app(writable, token=TOKEN)
+    service = app.state.service
+    seen: list[tuple[str, bool, bool]] = []  # (path, referenced?, file there?) at each removal
+    drop = service._drop_upload
+
+    def watched(path):
+        snap = Snapshot.open(writable)  # the committed version, independently of the service
+        ids = snap.meta.ids_of_keys(snap.meta.keys()).values()
+        paths = {m.path for m in snap.meta.items(list(ids)).values()}
+        snap.close()
+        seen.append((path, path in paths, Path(path).is_file()))
+        return drop(path)
+
+    monkeypatch.setattr(service, "_drop_upload", watched)
+    bytes_ = png(COLOURS["purple"])
+    with TestClient(app) as c:
+        for item_id in ("up/a.png", "up/b.png"):
+            r = c.post("/items", headers=auth(), data={"id": item_id},
+                       files={"file": ("p.png", bytes_, "image/png")})  # fmt: skip
+            assert r.status_code == 201, r.text
+        other = c.post("/items", headers=auth(), data={"id": "up/c.png"},
+                       files={"file": ("g.png", png(COLOURS["green"]), "image/png")})  # fmt: skip
+        assert other.status_code == 201
+        uploads = writable / "uploads"
+        assert len(list(uploads.iterdir())) == 2  # one file per content
+        shared = uploads / (hashlib.sha256(bytes_).hexdigest() + ".png")
+        assert shared.is_file()
+
+        # a failed delete (nothing committed) keeps everything
+        def fail(*a, **kw):
+            raise OSError("disk on fire")
+
+        monkeypatch.setattr(service_module, "delete_items", fail)
+        with pytest.raises(OSError, match="disk on fire"):
+            c.delete("/items/up/a.png", headers=auth())
+        assert shared.is_file() and c.get("/items/up/a.png").status_code == 200
+        monkeypatch.undo()
+        monkeypatch.setattr(service, "_drop_upload", watched)
+
+        assert c.delete("/items/up/a.png", headers=auth()).status_code == 200
+        assert shared.is_file()  # up/b.png still uses it
+        assert c.get("/items/up/b.png/image").status_code == 200
+        assert c.delete("/items/up/b.png", headers=auth()).status_code == 200
+        assert not shared.is_file()  # the last reference went
+        assert len(list(uploads.iterdir())) == 1  # up/c.png's file is untouched
+        assert c.get("/items/up/c.png/image").status_code == 200
+        # images of the indexed data set are never removed
+        meta = service.searcher.snapshot.meta
+        (red_id,) = meta.ids_of_keys(["images/red.png"]).values()
+        red = Path(meta.items([red_id])[red_id].path)
+        assert c.delete("/items/images/red.png", headers=auth()).status_code == 200
+        assert red.is_file()
+    # each removal was decided after its delete committed: the last reference was already gone
+    # from the committed version when the (still present) file went
+    assert [(Path(p).name, referenced, there) for p, referenced, there in seen] == [
+        (shared.name, True, True), (shared.name, False, True), ("red.png", False, True)
+    ]  # fmt: skip
+
+
+def test_uploads_in_a_custom_folder_are_kept(writable: Path, tmp_path: Path) -> None:
+    """A custom upload folder may be shared by several indexes: nothing in it is removed."""
+    folder = tmp_path / "shared-uploads"
+    with TestClient(create_app(writable, token=TOKEN, upload_dir=folder)) as c:
+        r = c.post("/items", headers=auth(), data={"id": "up/a.png"},
+                   files={"file": ("p.png", png(COLOURS["purple"]), "image/png")})  # fmt: skip
+        assert r.status_code == 201
+        assert c.delete("/items/up/a.png", headers=auth()).status_code == 200
+    assert len(list(folder.iterdir())) == 1
+
+
+def test_ids_ending_in_image(writable: Path) -> None:
+    """``/items/{id}/image`` always means the image; ``GET /items?id=`` reaches every id."""
+    with TestClient(create_app(writable, token=TOKEN)) as c:
+        for item_id in ("shapes/image", "image"):
+            r = c.post("/items", headers=auth(), data={"id": item_id, "captions": ["violet"]},
+                       files={"file": ("p.png", png(COLOURS["purple"]), "image/png")})  # fmt: skip
+            assert r.status_code == 201, r.text
+        # the path form reads "shapes/image" as the image of an item "shapes"
+        r = c.get("/items/shapes/image")
+        assert r.status_code == 404 and "'shapes'" in r.json()["detail"]
+        # the query form reaches it
+        item = c.get("/items", params={"id": "shapes/image"}).json()
+        assert item["id"] == "shapes/image" and item["captions"] == ["violet"]
+        assert item["image_url"] == "/items/shapes/image/image"
+        img = c.get(item["image_url"])
+        assert img.status_code == 200 and img.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(img.content)).getpixel((1, 1)) == COLOURS["purple"]
+        assert c.get(item["thumbnail_url"]).status_code == 200
+        assert c.get("/items/image").json()["id"] == "image"  # no "/" before "image": an id
+        assert c.get("/items", params={"id": "images/red.png"}).json()["id"] == "images/red.png"
+        # errors: missing, empty, unknown, path-like
+        assert c.get("/items").status_code == 422
+        assert c.get("/items", params={"id": ""}).status_code == 422
+        r = c.get("/items", params={"id": "no/such/image"})
+        assert r.status_code == 404 and "'no/such/image'" in r.json()["detail"]
+        r = c.get("/items", params={"id": "../../etc/passwd"})
+        assert r.status_code == 400 and "'..'" in r.json()["detail"]
+        # DELETE has no image route: the path form takes the whole id
+        r = c.delete("/items/shapes/image", headers=auth())
+        assert r.status_code == 200 and r.json()["id"] == "shapes/image"
+        assert c.get("/items", params={"id": "shapes/image"}).status_code == 404
+
+
 def test_metrics(index: Path) -> None:
     with TestClient(create_app(index)) as c:
         c.post("/search/text", json={"query": "red"})
@@ -296,6 +406,37 @@ def test_limits_are_configurable(index: Path) -> None:
         assert r.status_code == 422 and "query" in r.json()["detail"]
 
 
+def test_requests_at_once_are_capped(index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Limits.max_threads`` bounds the worker threads running requests (anyio's default: 40)."""
+    import os
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert Limits().max_threads == min(32, (os.cpu_count() or 1) + 4)
+    app = create_app(index, limits=Limits(max_threads=3))
+    service = app.state.service
+    running, most, lock = 0, 0, threading.Lock()
+    search = service.search_text
+
+    def slow(*a, **kw):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.15)
+        with lock:
+            running -= 1
+        return search(*a, **kw)
+
+    monkeypatch.setattr(service, "search_text", slow)
+    with TestClient(app) as c, ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(lambda _: c.post("/search/text", json={"query": "red"}).status_code,
+                              range(10)))  # fmt: skip
+    assert codes == [200] * 10
+    assert most == 3
+
+
 # --- the command line -------------------------------------------------------------------------
 def test_cli_serve_reads_the_token_from_the_environment(
     index: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -320,3 +461,62 @@ def test_cli_serve_reads_the_token_from_the_environment(
     assert r.exit_code == 0 and calls[-1][1]["token"] == "from-file"
     r = runner.invoke(app, ["serve", str(tmp_path)])
     assert r.exit_code == 2 and "not an xmodal index" in r.output
+
+
+@pytest.mark.slow  # ~8 s: a tiny run trained and indexed on a slice of the OpenMoji set
+@pytest.mark.filterwarnings("ignore:64-bit codes from a random rotation")  # 25 emoji: no ITQ
+def test_cli_demo_serve_builds_and_serves_the_index(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``xmodal demo --serve``: the demo's run is indexed and that index served. The demo itself
+    is swapped for a tiny run on every 100th emoji (the real one takes minutes)."""
+    import json
+    import shutil
+
+    import xmodal.demo
+    import xmodal.serve
+    from xmodal.cli import app
+    from xmodal.pipeline import train
+
+    src = xmodal.demo.demo_data_path()
+    lines = (src / "data.jsonl").read_text(encoding="utf-8").splitlines()[::100]
+    data = tmp_path / "emoji"
+    (data / "images").mkdir(parents=True)
+    for line in lines:
+        shutil.copy(src / json.loads(line)["image"], data / "images")
+    (data / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.setenv("XMODAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("XMODAL_TOKEN", TOKEN)
+    monkeypatch.setattr(xmodal.demo, "demo_data_path", lambda: data)
+
+    def tiny_demo(out, epochs, device, console):
+        train(data, Path(out) / "infonce", "infonce", split="random:0.6,0.2,0.2",
+              method_options={"embed_dim": 64},
+              train_options={"device": "cpu", "progress": False, "epochs": 1})  # fmt: skip
+
+    served: list[dict] = []
+
+    def serve(index_dir, **kw):  # instead of uvicorn: the same app, queried in-process
+        with TestClient(create_app(index_dir, token=kw["token"], device=kw["device"])) as c:
+            first = json.loads(lines[0])
+            text = c.post("/search/text", json={"query": first["captions"][0], "k": 3}).json()
+            by_id = c.post("/search/image", data={"id": first["image"], "k": 3}).json()
+            served.append({"index": Path(index_dir), "health": c.get("/health").json(),
+                           "text": text, "by_id": by_id, **kw})  # fmt: skip
+
+    monkeypatch.setattr(xmodal.demo, "run_demo", tiny_demo)
+    monkeypatch.setattr(xmodal.serve, "run", serve)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["demo", "--out", str(out), "--serve", "--port", "8765",
+                                 "--device", "cpu"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "writes need the bearer token" in r.output
+    (got,) = served
+    assert got["index"] == out / "index" and got["port"] == 8765 and got["host"] == "127.0.0.1"
+    assert got["token"] == TOKEN and got["device"] == "cpu"
+    health = got["health"]
+    assert health["items"] == len(lines) and health["model"] == "run" and health["dim"] == 64
+    assert health["read_only"] is False
+    assert len(got["text"]["results"]) == 3
+    top = got["by_id"]["results"][0]
+    assert top["id"] == json.loads(lines[0])["image"] and top["score"] == pytest.approx(1, abs=1e-5)

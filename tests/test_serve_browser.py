@@ -1,13 +1,16 @@
 """The web page in a real browser: Playwright driving Debian's headless ``chromium``.
 
-Types a query, sees results, uploads an image, clicks a result, checks the phone-width layout and
-keyboard use. Screenshots go to ``test-artifacts/serve-browser/`` (or ``$XMODAL_TEST_ARTIFACTS``).
+Types a query, sees results, uploads an image with the picker and by drag and drop, clicks a
+result, checks the phone-width layout and keyboard use. Screenshots go to
+``test-artifacts/serve-browser/`` (or ``$XMODAL_TEST_ARTIFACTS``).
 Skipped when Playwright or the chromium binary is missing (``.ci/run`` installs both).
 """
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -32,6 +35,24 @@ ARGS = [
 ARTIFACTS = Path(
     os.environ.get("XMODAL_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts")
 ) / "serve-browser"
+
+
+#: Drops a PNG (base64) onto ``#drop`` the way a browser does: dragenter, dragover, drop, one
+#: DataTransfer. Returns which events the page cancelled (cancelling is what accepts a drop) and
+#: whether the zone was highlighted while dragged over.
+DROP_FILE = """(b64) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const data = new DataTransfer();
+  data.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+  const zone = document.getElementById("drop");
+  const out = {};
+  for (const type of ["dragenter", "dragover", "drop"]) {
+    const event = new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: data });
+    out[type] = !zone.dispatchEvent(event);
+    if (type === "dragover") out.over = zone.classList.contains("over");
+  }
+  return out;
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +100,19 @@ def test_search_upload_click(browser, tmp_path: Path) -> None:
         expect(cards.first).to_contain_text("a blue square")
         page.screenshot(path=ARTIFACTS / "2-image-upload.png", full_page=True)
 
+        # image -> image: drag a file onto the drop zone (a synthetic DataTransfer)
+        green = base64.b64encode(png(COLOURS["green"], (40, 40))).decode()
+        cancelled = page.evaluate(DROP_FILE, green)
+        assert cancelled == {"dragenter": True, "dragover": True, "over": True, "drop": True}
+        expect(page.locator("#drop")).not_to_have_class(re.compile(r"\bover\b"))
+        expect(page.locator("#preview")).to_be_visible()
+        assert page.evaluate("document.querySelector('#preview').src").startswith("blob:")
+        assert page.evaluate("document.querySelector('#file').files[0].name") == "dropped.png"
+        page.get_by_role("button", name="Search", exact=True).click()
+        expect(cards.first).to_contain_text("a green square")
+        expect(page.locator("#message")).to_be_hidden()
+        page.screenshot(path=ARTIFACTS / "2b-drag-drop.png", full_page=True)
+
         # click a result: images like it
         cards.nth(1).locator("button").click()
         expect(page.get_by_label("Image → image")).to_be_checked()
@@ -122,5 +156,5 @@ def test_search_upload_click(browser, tmp_path: Path) -> None:
         expect(phone.locator("#results li")).to_have_count(5)
         assert phone.evaluate("document.documentElement.scrollWidth") <= 375
         phone.screenshot(path=ARTIFACTS / "4-phone.png", full_page=True)
-    for name in ("1-text-search", "2-image-upload", "3-click-result", "4-phone"):
+    for name in ("1-text-search", "2-image-upload", "2b-drag-drop", "3-click-result", "4-phone"):
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 1000

@@ -19,6 +19,7 @@ Needs the ``serve`` extra: ``pip install 'xmodal[serve]'``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from xmodal.serve.app import create_app
@@ -36,9 +37,22 @@ def run(
     limits: Limits | None = None,
     device: str | None = None,
     log_level: str = "info",
+    torch_threads: int | None = None,
 ) -> None:
-    """Serve ``index_dir`` with uvicorn until interrupted (binds loopback by default)."""
+    """Serve ``index_dir`` with uvicorn until interrupted (binds loopback by default).
+
+    Requests run in parallel on up to ``limits.max_threads`` worker threads. ``torch_threads``
+    is how many threads each of them may use inside torch; the default is 1 unless the
+    environment sets ``OMP_NUM_THREADS``: OpenMP gives every calling thread a team of its own,
+    so N torch threads per request would mean up to ``max_threads x N`` busy threads.
+    """
     import uvicorn
 
+    if torch_threads is not None and torch_threads < 1:
+        raise ValueError(f"torch_threads must be a positive integer, got {torch_threads!r}")
+    if torch_threads is not None or "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(torch_threads or 1)
     app = create_app(index_dir, token=token, limits=limits, device=device, preload=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)

@@ -11,7 +11,10 @@ Routes (OpenAPI schema at ``/openapi.json``, docs at ``/docs``):
 * ``POST /search/text`` — JSON ``{query, k, mode, target, labels?, candidates}``.
 * ``POST /search/image`` — multipart: ``file`` (an image) or ``id`` (an indexed item), ``k``,
   ``mode``, ``target``, ``labels``, ``candidates``.
-* ``GET /items/{id}``, ``GET /items/{id}/image`` (``?size=N`` for a PNG thumbnail).
+* ``GET /items/{id}``, ``GET /items/{id}/image`` (``?size=N`` for a PNG thumbnail) and
+  ``GET /items?id={id}``. Ids may hold slashes; a path ending in ``/image`` always means the
+  image route, so an item whose id itself ends in ``/image`` is fetched with ``GET /items?id=``
+  (its image is still ``/items/{id}/image``).
 * ``POST /items`` (multipart ``id``, ``file``, ``captions``, ``labels``), ``DELETE /items/{id}``:
   need ``Authorization: Bearer <token>``; without a token configured the service is read-only.
 * ``GET /health``, ``GET /metrics``, ``GET /`` (the page) and ``/static/*``.
@@ -21,10 +24,13 @@ Every refused request is a JSON 4xx ``{"detail": "..."}`` naming the problem.
 
 # No ``from __future__ import annotations``: FastAPI reads the routes' annotations, which
 # refer to this function's locals (the limits).
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -138,11 +144,19 @@ def create_app(
     if preload:
         service.preload()
     metrics = Metrics(service.stats)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Sync routes run on the event loop's worker threads: at most ``max_threads`` at once.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = limits.max_threads
+        yield
+
     app = FastAPI(
         title="xmodal",
         summary="Cross-modal image–text search over one index.",
         version="1",
         responses=_ERRORS,
+        lifespan=lifespan,
     )
     app.state.service = service
     app.state.metrics = metrics
@@ -240,8 +254,27 @@ def create_app(
         responses={404: {"model": Problem}},
     )
     def get_item(item_id: str) -> Any:
-        """What the index holds of an item."""
+        """What the index holds of an item (an id ending in ``/image``: use ``GET /items?id=``)."""
         return service.item(item_id)
+
+    @app.get(
+        "/items",
+        response_model=ItemOut,
+        tags=["items"],
+        responses={404: {"model": Problem}},
+    )
+    def get_item_by_query(
+        id: Annotated[
+            str,
+            Query(
+                min_length=1,
+                max_length=limits.max_id_chars,
+                description="The item id; works for every id, those ending in /image included.",
+            ),
+        ],
+    ) -> Any:
+        """What the index holds of an item, the id given as a query parameter."""
+        return service.item(id)
 
     @app.post(
         "/items",

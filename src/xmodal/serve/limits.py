@@ -7,8 +7,9 @@ input; the app turns it into a JSON ``{"detail": ...}`` response.
 from __future__ import annotations
 
 import json
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from fastapi import HTTPException
@@ -46,6 +47,11 @@ class Limits:
         max_id_chars: Longest item id.
         max_thumbnail: Largest thumbnail side in pixels.
         max_concurrent_decodes: Images decoded at once (bounds memory under many uploads).
+        max_threads: Requests handled at once: the worker threads of the server's event loop
+            (anyio's default is 40). Each thread that runs the query encoders keeps its own
+            allocator arena and buffers, so this bounds memory as well as CPU oversubscription;
+            further requests wait for a free thread. Default: ``min(32, CPUs + 4)``, as
+            :class:`concurrent.futures.ThreadPoolExecutor`.
     """
 
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -61,6 +67,7 @@ class Limits:
     max_id_chars: int = 512
     max_thumbnail: int = 512
     max_concurrent_decodes: int = 4
+    max_threads: int = field(default_factory=lambda: min(32, (os.cpu_count() or 1) + 4))
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():

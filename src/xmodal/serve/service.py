@@ -4,15 +4,25 @@ Every method raises :class:`~xmodal.serve.limits.RequestProblem` (status + messa
 it refuses. Searches run concurrently on the :class:`~xmodal.search.Searcher`'s current snapshot;
 writes are serialised by a lock (and by the index's own writer lock across processes), publish a
 new index version atomically and move the searcher to it.
+
+Uploaded images are stored once per content (``INDEX_DIR/uploads/<sha256>.png``, shared by every
+item added with the same bytes). Deleting an item removes its stored upload once no item of the
+committed version references it any more: the file is removed *after* the new version commits,
+so a crash in between leaves an orphan file, never an item without its image. Adds and these
+removals take turns on ``INDEX_DIR/.uploads.lock`` (across processes too), so a removal never
+races an add that reuses the same file. Uploads kept in a custom ``upload_dir`` (which other
+indexes may share) are never removed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
+import re
+import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,16 +33,31 @@ from PIL import Image
 from xmodal.datasets.record import Record
 from xmodal.index import EncodedItems, IndexFormatError, append_items, delete_items
 from xmodal.index.metadata import ItemMeta
+from xmodal.io import exclusive_lock
 from xmodal.search import Searcher
 from xmodal.serve.images import ImageDecoder, servable, store_image
 from xmodal.serve.limits import Limits, RequestProblem, check_item_id
 
-__all__ = ["Service"]
+__all__ = ["UPLOADS_LOCK", "Service"]
+
+#: Name of a stored upload: the SHA-256 of its bytes (see :func:`~xmodal.serve.images.store_image`).
+_UPLOAD_NAME = re.compile(r"^[0-9a-f]{64}\.png$")
+#: Lock file (in the index folder) that adds and upload removals take turns on.
+UPLOADS_LOCK = ".uploads.lock"
 
 
 def item_path(item_id: str) -> str:
     """URL path of an item (each id segment percent-encoded)."""
     return "/items/" + quote(item_id, safe="/")
+
+
+def _referenced(meta_db: Path, path: str) -> bool:
+    """Whether any item of the version whose metadata database is ``meta_db`` has the image
+    file ``path`` (compared as the metadata stores it: resolved)."""
+    uri = f"{meta_db.resolve().as_uri()}?mode=ro&immutable=1"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+        row = conn.execute("SELECT 1 FROM items WHERE path = ? LIMIT 1", (path,)).fetchone()
+    return row is not None
 
 
 class Service:
@@ -63,6 +88,8 @@ class Service:
         self.limits = limits or Limits()
         self.token = token or None
         self.upload_dir = Path(upload_dir) if upload_dir else self.index_dir / "uploads"
+        #: Stored uploads are removed with their last item only in the index's own folder.
+        self.owns_uploads = upload_dir is None
         self.searcher = Searcher(self.index_dir, device=device, verify=verify)
         self.decoder = ImageDecoder(self.limits.max_pixels, self.limits.max_concurrent_decodes)
         self.refresh_every = refresh_every
@@ -309,17 +336,19 @@ class Service:
                     txt_codes = np.zeros((0, snap.bits // 8), np.uint8)
             except ValueError as e:  # an index without a model
                 raise RequestProblem(400, str(e)) from e
-            path = store_image(image, self.upload_dir, data)
-            record = Record(item_id, path, tuple(captions), tuple(labels), {"source": "upload"})
-            items = EncodedItems(
-                [record], img_vec, img_codes, txt_vec, txt_codes, np.zeros(len(captions), np.int64)
-            )
-            try:
-                append_items(
-                    self.index_dir, items, on_exists="error", expect_model=snap.manifest.model
-                )
-            except ValueError as e:  # another process added the id, or rebuilt the index
-                raise RequestProblem(409, str(e)) from e
+            with self._uploads_lock():  # no removal of this file until the add commits
+                path = store_image(image, self.upload_dir, data)
+                record = Record(item_id, path, tuple(captions), tuple(labels), {"source": "upload"})
+                items = EncodedItems(
+                    [record], img_vec, img_codes, txt_vec, txt_codes,
+                    np.zeros(len(captions), np.int64),
+                )  # fmt: skip
+                try:
+                    append_items(
+                        self.index_dir, items, on_exists="error", expect_model=snap.manifest.model
+                    )
+                except ValueError as e:  # another process added the id, or rebuilt the index
+                    raise RequestProblem(409, str(e)) from e
             self.searcher.refresh()
             return self._written(item_id, "added")
 
@@ -328,14 +357,39 @@ class Service:
         check_item_id(item_id, self.limits)
         with self._write_lock:
             self.searcher.refresh()
-            if not self.searcher.snapshot.meta.ids_of_keys([item_id]):
-                raise RequestProblem(404, f"no item with id {item_id!r} in the index")
+            meta = self._meta(self.searcher.snapshot, item_id)
             try:
                 delete_items(self.index_dir, [item_id])
             except ValueError as e:  # deleted by another process meanwhile
                 raise RequestProblem(404, str(e)) from e
             self.searcher.refresh()
+            self._drop_upload(meta.path)  # after the commit: at worst an orphan file
             return self._written(item_id, "deleted")
+
+    @contextlib.contextmanager
+    def _uploads_lock(self) -> Iterator[None]:
+        if not self.owns_uploads:
+            yield
+            return
+        with exclusive_lock(self.index_dir / UPLOADS_LOCK):
+            yield
+
+    def _drop_upload(self, path: str | None) -> bool:
+        """Remove a stored upload once no item of the committed version references it."""
+        if not path or not self.owns_uploads:
+            return False
+        file = Path(path)
+        if file.parent != self.upload_dir.resolve() or not _UPLOAD_NAME.match(file.name):
+            return False  # not a stored upload (e.g. an image of the indexed data set)
+        with self._uploads_lock():
+            try:  # the latest version, other processes' adds included
+                self.searcher.refresh()
+                if _referenced(self.searcher.snapshot.meta.path, path):
+                    return False
+            except (IndexFormatError, OSError, sqlite3.Error):
+                return False  # keep the file when in doubt
+            file.unlink(missing_ok=True)
+        return True
 
     def _written(self, item_id: str, action: str) -> dict[str, Any]:
         items, _, version = self.stats()

@@ -169,15 +169,24 @@
       fileInput.click();
     }
   });
-  drop.addEventListener("dragover", (event) => {
-    event.preventDefault();
-    drop.classList.add("over");
-  });
+  // Cancelling dragenter and dragover makes the zone a drop target.
+  for (const type of ["dragenter", "dragover"]) {
+    drop.addEventListener(type, (event) => {
+      event.preventDefault();
+      drop.classList.add("over");
+    });
+  }
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (event) => {
     event.preventDefault();
     drop.classList.remove("over");
-    useFile(event.dataTransfer.files[0]);
+    const files = event.dataTransfer.files;
+    try {
+      fileInput.files = files; // the picker names the dropped file, not an earlier one
+    } catch (e) {
+      fileInput.value = "";
+    }
+    useFile(files[0]);
   });
 
   fetch("/health")
