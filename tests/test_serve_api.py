@@ -459,6 +459,9 @@ def test_cli_serve_reads_the_token_from_the_environment(
     (tmp_path / "tok").write_text("from-file\n")
     r = runner.invoke(app, ["serve", str(index), "--token-file", str(tmp_path / "tok")])
     assert r.exit_code == 0 and calls[-1][1]["token"] == "from-file"
+    r = runner.invoke(app, ["serve", str(index), "--max-threads", "3", "--torch-threads", "2"])
+    assert r.exit_code == 0 and calls[-1][1]["limits"].max_threads == 3
+    assert calls[-1][1]["torch_threads"] == 2
     r = runner.invoke(app, ["serve", str(tmp_path)])
     assert r.exit_code == 2 and "not an xmodal index" in r.output
 

@@ -430,14 +430,25 @@ def _read_token(token_env: str, token_file: Path | None) -> str | None:
 
 
 def _serve(
-    index_dir: Path, host: str, port: int, token: str | None, device: str | None
+    index_dir: Path,
+    host: str,
+    port: int,
+    token: str | None,
+    device: str | None,
+    max_threads: int | None = None,
+    torch_threads: int | None = None,
 ) -> None:
     from xmodal import serve as serving
 
     where = f"http://{host}:{port}/"
     mode = "writes need the bearer token" if token else "read-only (no write token set)"
     console.print(f"serving [bold]{index_dir}[/] at [bold]{where}[/] — {mode}", highlight=False)
-    serving.run(index_dir, host=host, port=port, token=token, device=device)
+    extra: dict[str, Any] = {}
+    if max_threads is not None:
+        extra["limits"] = serving.Limits(max_threads=max_threads)
+    if torch_threads is not None:
+        extra["torch_threads"] = torch_threads
+    serving.run(index_dir, host=host, port=port, token=token, device=device, **extra)
 
 
 @app.command()
@@ -452,6 +463,14 @@ def serve(
         Path | None, typer.Option(help="File whose first line is the write token.")
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    max_threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Requests handled at once [default: min(32, CPUs + 4)]."),
+    ] = None,
+    torch_threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Torch threads per request [default: 1, or $OMP_NUM_THREADS]."),
+    ] = None,
 ) -> None:
     """Serve an index over HTTP: JSON API, web page at /, metrics at /metrics, docs at /docs."""
     from xmodal.index import is_index_dir
@@ -462,7 +481,7 @@ def serve(
         token = _read_token(token_env, token_file)
     except ValueError as e:
         _fail(e)
-    _serve(index_dir, host, port, token, device)
+    _serve(index_dir, host, port, token, device, max_threads, torch_threads)
 
 
 @app.command()

@@ -191,7 +191,7 @@ def search_collection(
     dist, pos = _sorted(dist, pos, higher_better=False)
     dist = np.where(pos < 0, -1, dist).astype(np.int32, copy=False)
     if mode == "hamming":
-        scores = np.where(pos < 0, -np.inf, -dist.astype(np.float32)).astype(np.float32)
+        scores = np.where(pos < 0, -np.inf, (-dist).astype(np.float32)).astype(np.float32)  # 0, not -0
         return pos, scores, dist
     return _rerank(col, vectors, pos, dist, k)  # type: ignore[arg-type]
 
