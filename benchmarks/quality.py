@@ -315,6 +315,10 @@ def merge(parts_: list[dict]) -> dict:
                 into.setdefault(key, []).extend(values)
         for key, values in part.get("transfer", {}).items():
             transfer_rows.setdefault(key, []).extend(values)
+    order = {name: i for i, name in enumerate(ALL_METHODS)}
+    results["methods"] = dict(
+        sorted(results["methods"].items(), key=lambda kv: order.get(kv[0], len(order)))
+    )
     counts = {len(rows["flickr/rsum"]) for rows in results["methods"].values()}
     if len(counts) > 1:
         raise SystemExit(f"methods have different numbers of seeds: {sorted(counts)}")
@@ -337,7 +341,10 @@ def markdown(results: dict, command: str) -> str:
         f"Command: `{command}`. Machine: {results['machine']}; training on `{results['device']}`. "
         f"Mean ± std over {results['seeds']} seeds (30 epochs at most, early stop after {PATIENCE} epochs without a better validation score); default encoders (efficientnet-lite0 1280-d, "
         "minilm 384-d), the same frozen features for every row; checkpoint selected on validation, "
-        "figures on test. s/epoch is the mean training time per epoch (without validation).",
+        "figures on test. s/epoch is the mean training time per epoch (without validation). "
+        "Hamming columns: the method's own hash head trained at each length where it has one "
+        f"({', '.join(f'`{n}`' for n in m if has_hash_head(n)) or 'none here'}), else ITQ "
+        "codes fitted on the training embeddings.",
         "",
         "### flickr8k-1k (700 / 100 / 200 images by sorted file name, 5 captions each)",
         "",
