@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -25,13 +24,8 @@ from xmodal.training.data import UnpairedFeatures
 SMALL = dict(embed_dim=8, hidden=[16], dropout=0.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is fastest, and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 FAST = dict(epochs=2, batch_size=16, lr=3e-3, progress=False, device="cpu")
 
 

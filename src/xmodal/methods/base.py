@@ -23,6 +23,7 @@ __all__ = [
     "TrainingData",
     "WrappedConfig",
     "WrapperMethod",
+    "build_base",
 ]
 
 
@@ -226,6 +227,31 @@ class WrappedConfig(MethodConfig):
     base_options: dict[str, Any] = field(default_factory=dict)
 
 
+def build_base(wrapper: str, config: WrappedConfig, image_dim: int, text_dim: int) -> Method:
+    """A fresh, trainable instance of ``config.base`` for the wrapper method named ``wrapper``.
+
+    The shared options (:data:`SHARED_OPTIONS`) come from ``config`` itself and the base's own
+    options from ``config.base_options``; a wrapper may not wrap itself, set a shared option in
+    ``base_options`` or wrap a closed-form method.
+    """
+    from xmodal.methods.registry import build_method, parse_method_name
+
+    outer, _ = parse_method_name(config.base)
+    if outer == wrapper:
+        raise ValueError(f"{wrapper} cannot wrap itself (base={config.base!r})")
+    shared = {name: getattr(config, name) for name in SHARED_OPTIONS}
+    clash = sorted(set(shared) & set(config.base_options))
+    if clash:
+        raise ValueError(
+            f"base_options {clash} of {wrapper} are shared options: set them on "
+            f"{wrapper} itself, not in base_options"
+        )
+    base = build_method(config.base, image_dim, text_dim, **shared, **config.base_options)
+    if not base.trainable:
+        raise ValueError(f"{wrapper} trains its base; {config.base!r} is closed-form")
+    return base
+
+
 class WrapperMethod(Method):
     """A method that wraps a trainable base method and adds loss terms of its own.
 
@@ -239,23 +265,7 @@ class WrapperMethod(Method):
 
     def __init__(self, config: WrappedConfig, image_dim: int, text_dim: int) -> None:
         super().__init__(config, image_dim, text_dim)
-        from xmodal.methods.registry import build_method, parse_method_name
-
-        outer, _ = parse_method_name(config.base)
-        if outer == self.name:
-            raise ValueError(f"{self.name} cannot wrap itself (base={config.base!r})")
-        shared = {name: getattr(config, name) for name in SHARED_OPTIONS}
-        clash = sorted(set(shared) & set(config.base_options))
-        if clash:
-            raise ValueError(
-                f"base_options {clash} of {self.name} are shared options: set them on "
-                f"{self.name} itself, not in base_options"
-            )
-        self.base = build_method(config.base, image_dim, text_dim, **shared, **config.base_options)
-        if not self.base.trainable:
-            raise ValueError(
-                f"{self.name} adds loss terms to a trained base; {config.base!r} is closed-form"
-            )
+        self.base = build_base(self.name, config, image_dim, text_dim)
 
     def own_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters of this method that are not the base's."""

@@ -27,14 +27,14 @@ import torch
 from torch import nn
 
 from xmodal.methods.base import (
-    SHARED_OPTIONS,
     Batch,
     Method,
     Stage,
     TrainingData,
     WrappedConfig,
+    build_base,
 )
-from xmodal.methods.registry import build_method, parse_method_name, register_method
+from xmodal.methods.registry import register_method
 
 __all__ = ["Ensemble", "EnsembleConfig"]
 
@@ -61,21 +61,9 @@ class Ensemble(Method):
         super().__init__(config, image_dim, text_dim)
         if config.members < 1:
             raise ValueError(f"ensemble members must be >= 1, got {config.members}")
-        outer, _ = parse_method_name(config.base)
-        if outer == self.name:
-            raise ValueError(f"ensemble cannot wrap itself (base={config.base!r})")
-        shared = {name: getattr(config, name) for name in SHARED_OPTIONS}
-        clash = sorted(set(shared) & set(config.base_options))
-        if clash:
-            raise ValueError(
-                f"base_options {clash} are shared options: set them on the ensemble itself"
-            )
         self.members = nn.ModuleList(
-            build_method(config.base, image_dim, text_dim, **shared, **config.base_options)
-            for _ in range(config.members)
+            build_base(self.name, config, image_dim, text_dim) for _ in range(config.members)
         )
-        if not self.members[0].trainable:
-            raise ValueError(f"ensemble trains its members; {config.base!r} is closed-form")
 
     # --- training -------------------------------------------------------------------------
     def prepare(self, data: TrainingData) -> None:
