@@ -124,3 +124,34 @@ def test_bad_options() -> None:
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match="cannot fit tfidf"):
             TfidfEncoder().fit(["", " "])
+
+
+def test_bow_is_word_presence_without_idf() -> None:
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.preprocessing import normalize
+
+    enc = get_text_encoder("bow", svd=False).fit(TRAIN)
+    counts = CountVectorizer(binary=True).fit(TRAIN)
+    expected = normalize(counts.transform(QUERIES).astype(np.float64)).toarray()
+    np.testing.assert_allclose(enc.encode(QUERIES, progress=False), expected, atol=1e-6)
+    # a word said twice counts once
+    twice = enc.encode(["dog dog beach"], progress=False)
+    once = enc.encode(["dog beach"], progress=False)
+    np.testing.assert_allclose(twice, once, atol=1e-6)
+    reduced = get_text_encoder("bow", dim=3).fit(TRAIN)
+    assert reduced.encode(QUERIES, progress=False).shape == (4, 3)
+    assert reduced.key != get_text_encoder("tfidf", dim=3).fit(TRAIN).key
+
+
+def test_bow_state_round_trip_and_states_without_the_newer_options_load(tmp_path: Path) -> None:
+    import joblib
+
+    bow = get_text_encoder("bow", dim=3).fit(TRAIN)
+    loaded = get_text_encoder("bow", path=bow.save(tmp_path / "bow.joblib"))
+    assert loaded.key == bow.key and loaded.config.binary and not loaded.config.use_idf
+    # a state written before use_idf / binary existed: no such keys, same digest
+    enc = TfidfEncoder(TfidfConfig(dim=3)).fit(TRAIN)
+    state = joblib.load(enc.save(tmp_path / "old.joblib"))
+    del state["config"]["use_idf"], state["config"]["binary"]
+    joblib.dump(state, tmp_path / "old.joblib")
+    assert TfidfEncoder.load(tmp_path / "old.joblib").key == enc.key

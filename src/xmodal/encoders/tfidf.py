@@ -45,6 +45,8 @@ class TfidfConfig:
         min_df: Ignore terms in fewer than this many texts.
         ngram_max: Use word n-grams of length 1..``ngram_max``.
         sublinear_tf: ``1 + log(tf)`` instead of raw counts.
+        use_idf: Weight terms by inverse document frequency (``False``: term counts only).
+        binary: Count a term once per text (presence), before any weighting.
         seed: Random state of the randomized SVD (fitting is deterministic given the seed).
     """
 
@@ -54,6 +56,8 @@ class TfidfConfig:
     min_df: int = 1
     ngram_max: int = 1
     sublinear_tf: bool = True
+    use_idf: bool = True
+    binary: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -120,6 +124,8 @@ class TfidfEncoder(TextEncoder):
             min_df=cfg.min_df,
             ngram_range=(1, cfg.ngram_max),
             sublinear_tf=cfg.sublinear_tf,
+            use_idf=cfg.use_idf,
+            binary=cfg.binary,
             dtype=np.float32,
         )
         try:
@@ -149,10 +155,15 @@ class TfidfEncoder(TextEncoder):
         return self
 
     def _state_digest(self) -> str:
-        h = hashlib.sha256(json.dumps(dataclasses.asdict(self.config), sort_keys=True).encode())
+        config = dataclasses.asdict(self.config)
+        for option, default in (("use_idf", True), ("binary", False)):
+            if config[option] == default:  # options added later: digests of older states hold
+                del config[option]
+        h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
         vocab = sorted((term, int(col)) for term, col in self._vectorizer.vocabulary_.items())
         h.update(json.dumps(vocab).encode())
-        h.update(np.ascontiguousarray(self._vectorizer.idf_, dtype=np.float64).tobytes())
+        if self.config.use_idf:
+            h.update(np.ascontiguousarray(self._vectorizer.idf_, dtype=np.float64).tobytes())
         if self._svd is not None:
             h.update(np.ascontiguousarray(self._svd.components_, dtype=np.float64).tobytes())
         return h.hexdigest()[:12]
@@ -246,18 +257,35 @@ class TfidfEncoder(TextEncoder):
         return enc
 
 
+def _build(options: dict[str, Any], path: str | Path | None, name: str) -> TfidfEncoder:
+    if path is not None:
+        if options:
+            raise ValueError(f"{name}: options {sorted(options)} cannot be combined with path=")
+        return TfidfEncoder.load(path)
+    known = {f.name for f in dataclasses.fields(TfidfConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown {name} option(s) {unknown}; known: {sorted(known)}")
+    return TfidfEncoder(TfidfConfig(**options))
+
+
 @register_text_encoder("tfidf")
 def _tfidf(
     device: str | torch.device | None = None, path: str | Path | None = None, **options: Any
 ) -> TfidfEncoder:
     """``get_text_encoder("tfidf", dim=256)`` (unfitted) or ``("tfidf", path=...)`` (fitted)."""
     del device  # CPU only
-    if path is not None:
-        if options:
-            raise ValueError(f"tfidf: options {sorted(options)} cannot be combined with path=")
-        return TfidfEncoder.load(path)
-    known = {f.name for f in dataclasses.fields(TfidfConfig)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(f"unknown tfidf option(s) {unknown}; known: {sorted(known)}")
-    return TfidfEncoder(TfidfConfig(**options))
+    return _build(options, path, "tfidf")
+
+
+#: Bag of words: word presence per text, no IDF weighting, L2-normalised, reduced by SVD.
+BOW_DEFAULTS: dict[str, Any] = {"binary": True, "use_idf": False, "sublinear_tf": False}
+
+
+@register_text_encoder("bow")
+def _bow(
+    device: str | torch.device | None = None, path: str | Path | None = None, **options: Any
+) -> TfidfEncoder:
+    """``get_text_encoder("bow")``: the TF-IDF encoder with :data:`BOW_DEFAULTS` (fit it first)."""
+    del device  # CPU only
+    return _build(options if path is not None else {**BOW_DEFAULTS, **options}, path, "bow")
