@@ -63,6 +63,7 @@ def test_auto_rule() -> None:
 def test_default_params() -> None:
     p = default_params("ivf", "float", 1_000_000, 256)
     assert p["nlist"] == 4000 and p["pq_m"] == 64 and p["pq_bits"] == 8 and p["nprobe"] == 32
+    assert p["rerank_factor"] == 10
     small = default_params("ivf", "float", 2_000, 256)
     assert small["nlist"] == 2_000 // 39 and 2 ** small["pq_bits"] * 39 <= 2_000
     assert default_params("ivf", "float", 10_000, 100)["pq_m"] == 25  # largest divisor <= d/4

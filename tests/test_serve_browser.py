@@ -84,7 +84,12 @@ def test_search_upload_click(browser, tmp_path: Path) -> None:
         expect(cards).to_have_count(5)
         expect(cards.first).to_contain_text("a red square")
         expect(cards.first.locator("img")).to_have_attribute("src", "/items/images/red.png/image?size=160")
-        assert page.evaluate("document.querySelector('#results img').naturalWidth") > 0
+        # the thumbnail really decodes (waits for the load; fails after the timeout otherwise)
+        page.wait_for_function(
+            "() => { const i = document.querySelector('#results img');"
+            " return i && i.complete && i.naturalWidth > 0; }",
+            timeout=15_000,
+        )
         page.screenshot(path=ARTIFACTS / "1-text-search.png", full_page=True)
 
         # image -> image: upload with the picker, Hamming mode

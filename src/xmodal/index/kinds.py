@@ -103,7 +103,9 @@ def default_params(kind: str, family: Family, rows: int, width: int) -> dict[str
     ``ef_construction`` 64, ``ef_search`` 128 (float); ``M`` 16 (binary). IVF: ``nlist`` about
     ``4 sqrt(rows)`` (at most ``rows / 39``), ``nprobe`` 32; IVF-PQ ``m`` the largest divisor of
     ``d`` not above ``d / 4``, 8 bits per sub-vector (fewer below 10,000 rows, so that each
-    centroid is trained on >= 39 rows).
+    centroid is trained on >= 39 rows), and ``rerank_factor`` 10: a float search fetches
+    ``10 k`` rows by their PQ scores and returns the ``k`` best by exact inner product with the
+    float rows stored beside the index (``0`` or ``1``: PQ scores only).
     """
     if kind == "flat":
         return {}
@@ -116,6 +118,7 @@ def default_params(kind: str, family: Family, rows: int, width: int) -> dict[str
         params["pq_m"] = max(m for m in range(1, max(1, width // 4) + 1) if width % m == 0)
         # 2**pq_bits centroids per sub-quantizer, each trained on >= 39 rows
         params["pq_bits"] = int(max(1, min(8, math.floor(math.log2(max(rows, 78) / 39)))))
+        params["rerank_factor"] = 10
     return params
 
 

@@ -3,7 +3,8 @@
 ``build_index_ray(..., shards=N)`` (``xmodal index build --ray --shards N``) writes float shards
 of each collection under ``<index>/shards/<collection>``. :class:`ShardedSearcher` answers
 ``float`` searches without label filters from them (top-k merged across shards, ties by row
-position, exactly as the single index ranks); everything else (Hamming, two-stage, label
+position, exactly as the single index ranks; IVF-PQ shards re-rank their candidates exactly, as
+the single IVF-PQ index does); everything else (Hamming, two-stage, label
 filters) and indexes whose shards are missing or older than the current version use the single
 index.
 """
@@ -20,7 +21,7 @@ import numpy as np
 
 from xmodal.scale.sharded import MANIFEST, ShardedIndex
 from xmodal.search import Searcher
-from xmodal.search.engine import Mode
+from xmodal.search.engine import Mode, _rerank, _rerank_factor
 from xmodal.search.results import Hits
 
 __all__ = ["ShardedSearcher"]
@@ -76,7 +77,12 @@ class ShardedSearcher(Searcher):
             raise ValueError(f"k must be a positive integer, got {k!r}")
         snap = self.snapshot
         q = self._check_vectors(vectors, snap)
-        scores, pos = shard.search(q, int(k))
         col = snap.collections[target]
+        factor = _rerank_factor(col) if shard.kind == "ivf" else 0
+        if factor > 1:  # as the single IVF-PQ index: exact re-rank of factor x k PQ candidates
+            _, cand = shard.search(q, int(k) * factor)
+            pos, scores, _ = _rerank(col, q, cand, np.zeros_like(cand, np.int32), int(k))
+        else:
+            scores, pos = shard.search(q, int(k))
         ids = np.where(pos >= 0, col.ids[np.maximum(pos, 0)], -1)
         return Hits(target, mode, ids, scores, None, snap)

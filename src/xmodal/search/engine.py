@@ -184,6 +184,11 @@ def search_collection(
         ``k' = min(k, rows allowed)``, best first.
     """
     if mode == "float":
+        factor = _rerank_factor(col)
+        if factor > 1:  # IVF-PQ: PQ scores pick candidates, exact inner products rank them
+            _, pos = _search(col, "float", vectors, k * factor, allowed)  # type: ignore[arg-type]
+            pos, scores, _ = _rerank(col, vectors, pos, np.zeros_like(pos, np.int32), k)  # type: ignore[arg-type]
+            return pos, scores, None
         scores, pos = _search(col, "float", vectors, k, allowed)  # type: ignore[arg-type]
         scores, pos = _sorted(scores, pos, higher_better=True)
         return pos, scores, None
@@ -194,6 +199,13 @@ def search_collection(
         scores = np.where(pos < 0, -np.inf, (-dist).astype(np.float32)).astype(np.float32)  # 0, not -0
         return pos, scores, dist
     return _rerank(col, vectors, pos, dist, k)  # type: ignore[arg-type]
+
+
+def _rerank_factor(col: Collection) -> int:
+    """How many PQ candidates per wanted row an IVF-PQ float index re-ranks exactly (0: none)."""
+    if col.info.float_kind != "ivf":
+        return 0
+    return int(col.info.params.get("float", {}).get("rerank_factor", 0))
 
 
 def _rerank(
