@@ -20,7 +20,6 @@ import hashlib
 import logging
 import re
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -28,14 +27,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from xmodal import __version__
 from xmodal.datasets.record import Dataset
 from xmodal.encoders.base import ImageEncoder, TextEncoder, get_image_encoder, get_text_encoder
 from xmodal.encoders.batching import iter_image_features
 from xmodal.encoders.precomputed import PrecomputedImageEncoder, PrecomputedTextEncoder
 from xmodal.errors import BadInputError
-from xmodal.features.atomic import exclusive_lock, write_json_atomic
-from xmodal.features.manifest import FORMAT, Manifest, read_manifest
+from xmodal.features.atomic import exclusive_lock
+from xmodal.features.manifest import FORMAT, Manifest, read_manifest, write_manifest
 from xmodal.features.resumable import PartialArray
 from xmodal.features.rows import image_paths, text_rows
 
@@ -272,21 +270,10 @@ class FeatureCache:
                     out.commit()
                     bar.update(len(chunk))
         out.finish()
-        manifest = Manifest(
-            encoder=encoder.key,
-            encoder_name=encoder.name,
-            modality=modality,
-            rows=len(inputs),
-            dim=encoder.dim,
-            dtype="float32",
-            dataset=dataset.name,
-            dataset_fingerprint=fingerprint,
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-            xmodal_version=__version__,
-            seconds=round(time.perf_counter() - start_time, 3),
-            resumed_from=out.resumed_from,
-        )
-        write_json_atomic(npy.with_suffix(".json"), manifest.to_dict())
+        write_manifest(
+            npy, encoder, modality, dataset, fingerprint, len(inputs), encoder.dim,
+            time.perf_counter() - start_time, out.resumed_from,
+        )  # fmt: skip
 
 
 def _check_modality(modality: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from xmodal.errors import BadInputError
 
-__all__ = ["FORMAT", "Manifest", "read_manifest"]
+__all__ = ["FORMAT", "Manifest", "read_manifest", "write_manifest"]
 
 #: Version of the cache layout and manifest schema; part of every entry's key.
 FORMAT = 1
@@ -55,6 +55,45 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
         return dataclasses.asdict(self)
+
+
+def write_manifest(
+    npy: Path,
+    encoder: Any,
+    modality: str,
+    dataset: Any,
+    fingerprint: str,
+    rows: int,
+    dim: int,
+    seconds: float,
+    resumed_from: int = 0,
+) -> Manifest:
+    """Write the manifest of a completed cache entry ``npy`` (beside it, ``.json``), atomically.
+
+    ``encoder`` is the :class:`~xmodal.encoders.base.ImageEncoder` / ``TextEncoder`` that made
+    the rows, ``dataset`` the :class:`~xmodal.datasets.Dataset` they came from.
+    """
+    from datetime import UTC, datetime
+
+    from xmodal import __version__
+    from xmodal.io import write_json_atomic
+
+    manifest = Manifest(
+        encoder=encoder.key,
+        encoder_name=encoder.name,
+        modality=modality,
+        rows=rows,
+        dim=dim,
+        dtype="float32",
+        dataset=dataset.name,
+        dataset_fingerprint=fingerprint,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        xmodal_version=__version__,
+        seconds=round(seconds, 3),
+        resumed_from=resumed_from,
+    )
+    write_json_atomic(npy.with_suffix(".json"), manifest.to_dict())
+    return manifest
 
 
 def read_manifest(path: str | Path) -> Manifest:

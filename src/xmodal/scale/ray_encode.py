@@ -31,17 +31,15 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from xmodal import __version__
 from xmodal.datasets.record import Dataset
 from xmodal.features.atomic import exclusive_lock, fsync_dir, replace_file, write_json_atomic
 from xmodal.features.cache import FeatureCache, Modality
-from xmodal.features.manifest import FORMAT, Manifest
+from xmodal.features.manifest import FORMAT, write_manifest
 from xmodal.features.rows import image_paths, text_rows
 
 __all__ = ["EncodeStats", "ShardEncoder", "ray_encode", "shard_path", "shards_folder"]
@@ -364,19 +362,8 @@ def _assemble(
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         replace_file(tmp, npy)
-        manifest = Manifest(
-            encoder=encoder.key,
-            encoder_name=encoder.name,
-            modality=modality,
-            rows=rows,
-            dim=dim,
-            dtype="float32",
-            dataset=dataset.name,
-            dataset_fingerprint=fingerprint,
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-            xmodal_version=__version__,
-            seconds=round(time.perf_counter() - start_time, 3),
-            resumed_from=resumed_rows,
-        )
-        write_json_atomic(npy.with_suffix(".json"), manifest.to_dict())
+        write_manifest(
+            npy, encoder, modality, dataset, fingerprint, rows, dim,
+            time.perf_counter() - start_time, resumed_rows,
+        )  # fmt: skip
         fsync_dir(npy.parent)
