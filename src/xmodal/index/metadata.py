@@ -218,6 +218,10 @@ class MetadataReader:
         """Every item id (key), by stable id."""
         return [r[0] for r in self._query("SELECT key FROM items ORDER BY id")]
 
+    def has_path(self, path: str) -> bool:
+        """Whether any item's image file is ``path`` (as stored: resolved)."""
+        return bool(self._query("SELECT 1 FROM items WHERE path = ? LIMIT 1", (path,)))
+
     def ids_of_keys(self, keys: Sequence[str]) -> dict[str, int]:
         """``{key: item id}`` for the keys that exist."""
         out: dict[str, int] = {}

@@ -51,15 +51,6 @@ def item_path(item_id: str) -> str:
     return "/items/" + quote(item_id, safe="/")
 
 
-def _referenced(meta_db: Path, path: str) -> bool:
-    """Whether any item of the version whose metadata database is ``meta_db`` has the image
-    file ``path`` (compared as the metadata stores it: resolved)."""
-    uri = f"{meta_db.resolve().as_uri()}?mode=ro&immutable=1"
-    with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
-        row = conn.execute("SELECT 1 FROM items WHERE path = ? LIMIT 1", (path,)).fetchone()
-    return row is not None
-
-
 class Service:
     """One index, served.
 
@@ -384,7 +375,7 @@ class Service:
         with self._uploads_lock():
             try:  # the latest version, other processes' adds included
                 self.searcher.refresh()
-                if _referenced(self.searcher.snapshot.meta.path, path):
+                if self.searcher.snapshot.meta.has_path(path):
                     return False
             except (IndexFormatError, OSError, sqlite3.Error):
                 return False  # keep the file when in doubt
