@@ -21,7 +21,7 @@ import numpy as np
 
 from xmodal.scale.sharded import MANIFEST, ShardedIndex
 from xmodal.search import Searcher
-from xmodal.search.engine import Mode, _rerank, _rerank_factor
+from xmodal.search.engine import Mode, rerank_exact, rerank_factor
 from xmodal.search.results import Hits
 
 __all__ = ["ShardedSearcher"]
@@ -78,10 +78,10 @@ class ShardedSearcher(Searcher):
         snap = self.snapshot
         q = self._check_vectors(vectors, snap)
         col = snap.collections[target]
-        factor = _rerank_factor(col) if shard.kind == "ivf" else 0
+        factor = rerank_factor(col) if shard.kind == "ivf" else 0
         if factor > 1:  # as the single IVF-PQ index: exact re-rank of factor x k PQ candidates
             _, cand = shard.search(q, int(k) * factor)
-            pos, scores, _ = _rerank(col, q, cand, np.zeros_like(cand, np.int32), int(k))
+            pos, scores, _ = rerank_exact(col, q, cand, int(k))
         else:
             scores, pos = shard.search(q, int(k))
         ids = np.where(pos >= 0, col.ids[np.maximum(pos, 0)], -1)

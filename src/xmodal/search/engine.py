@@ -20,7 +20,7 @@ import numpy as np
 
 from xmodal.index.snapshot import Collection
 
-__all__ = ["EXACT_FILTER_MAX", "MODES", "Mode", "search_collection"]
+__all__ = ["EXACT_FILTER_MAX", "MODES", "Mode", "rerank_exact", "rerank_factor", "search_collection"]
 
 Mode = Literal["float", "hamming", "two-stage"]
 MODES = ("float", "hamming", "two-stage")
@@ -184,10 +184,10 @@ def search_collection(
         ``k' = min(k, rows allowed)``, best first.
     """
     if mode == "float":
-        factor = _rerank_factor(col)
+        factor = rerank_factor(col)
         if factor > 1:  # IVF-PQ: PQ scores pick candidates, exact inner products rank them
             _, pos = _search(col, "float", vectors, k * factor, allowed)  # type: ignore[arg-type]
-            pos, scores, _ = _rerank(col, vectors, pos, np.zeros_like(pos, np.int32), k)  # type: ignore[arg-type]
+            pos, scores, _ = rerank_exact(col, vectors, pos, k)  # type: ignore[arg-type]
             return pos, scores, None
         scores, pos = _search(col, "float", vectors, k, allowed)  # type: ignore[arg-type]
         scores, pos = _sorted(scores, pos, higher_better=True)
@@ -198,19 +198,28 @@ def search_collection(
     if mode == "hamming":
         scores = np.where(pos < 0, -np.inf, (-dist).astype(np.float32)).astype(np.float32)  # 0, not -0
         return pos, scores, dist
-    return _rerank(col, vectors, pos, dist, k)  # type: ignore[arg-type]
+    return rerank_exact(col, vectors, pos, k, dist)  # type: ignore[arg-type]
 
 
-def _rerank_factor(col: Collection) -> int:
+def rerank_factor(col: Collection) -> int:
     """How many PQ candidates per wanted row an IVF-PQ float index re-ranks exactly (0: none)."""
     if col.info.float_kind != "ivf":
         return 0
     return int(col.info.params.get("float", {}).get("rerank_factor", 0))
 
 
-def _rerank(
-    col: Collection, vectors: np.ndarray, cand: np.ndarray, dist: np.ndarray, k: int
+def rerank_exact(
+    col: Collection,
+    vectors: np.ndarray,
+    cand: np.ndarray,
+    k: int,
+    dist: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` best of candidate positions ``cand`` (``-1``: none) by exact inner product with
+    the collection's stored float rows: ``(positions, scores, distances)``, best first, ties by
+    position; ``distances`` carries the candidates' Hamming distances along (``-1`` without)."""
+    if dist is None:
+        dist = np.full(cand.shape, -1, dtype=np.int32)
     q, c = cand.shape
     k = min(k, c)
     out_pos = np.full((q, k), -1, dtype=np.int64)
