@@ -59,14 +59,13 @@ def encode_collection(
     for modality, name in (("image", image_encoder), ("text", text_encoder)):
         if name is None:
             continue
+        kw = {f"{modality}_encoder": name}
         if ray is not None:
-            kw = {f"{modality}_encoder": name}
             out[modality] = ray_encode(
                 ds, cache, address=ray, shard_size=shard_size, actors=actors,
                 batch_size=batch_size, **kw,
             )  # fmt: skip
         else:
-            kw = {f"{modality}_encoder": name}
             arr = cache.get_or_encode(
                 ds, batch_size=batch_size, progress=progress, device=device, **kw
             )  # type: ignore[arg-type]
