@@ -148,6 +148,35 @@ class IndexModel(ABC):
     ) -> EmbeddedDataset:
         """Every record's image and every caption, through the feature cache."""
 
+    @staticmethod
+    def _cached_features(
+        dataset: Dataset,
+        image_encoder: ImageEncoder,
+        text_encoder: TextEncoder,
+        text_dim: int,
+        cache_dir: str | Path | None,
+        progress: bool,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(image features, text features, caption -> record)`` from the feature cache (no
+        text rows when the data set has no captions), checked to hold one text row a caption."""
+        from xmodal.features import FeatureCache
+        from xmodal.pipeline import default_cache_dir
+
+        cache = FeatureCache(cache_dir or default_cache_dir())
+        image = cache.get_or_encode(dataset, image_encoder=image_encoder, progress=progress)
+        _, owner = dataset.captions()
+        text = (
+            cache.get_or_encode(dataset, text_encoder=text_encoder, progress=progress)
+            if len(owner)
+            else np.zeros((0, text_dim), dtype=np.float32)
+        )
+        if len(text) != len(owner):
+            raise ValueError(
+                f"dataset {dataset.name!r} has {len(text)} text feature rows but {len(owner)} "
+                "captions; indexes need one text row per caption"
+            )
+        return image, text, owner
+
     @abstractmethod
     def _embed_texts(self, texts: list[str]) -> Embedded: ...
 
@@ -238,23 +267,10 @@ class RunModel(IndexModel):
     def embed_dataset(
         self, dataset: Dataset, cache_dir: str | Path | None = None, progress: bool = True
     ) -> EmbeddedDataset:
-        from xmodal.features import FeatureCache
-        from xmodal.pipeline import default_cache_dir
-
-        cache = FeatureCache(cache_dir or default_cache_dir())
-        image = cache.get_or_encode(dataset, image_encoder=self.image_encoder, progress=progress)
-        _, owner = dataset.captions()
-        if len(owner):
-            text = cache.get_or_encode(
-                dataset, text_encoder=self.run.text_encoder, progress=progress
-            )
-        else:
-            text = np.zeros((0, self.run.config.text_dim), dtype=np.float32)
-        if len(text) != len(owner):
-            raise ValueError(
-                f"dataset {dataset.name!r} has {len(text)} text feature rows but {len(owner)} "
-                "captions; indexes need one text row per caption"
-            )
+        image, text, owner = self._cached_features(
+            dataset, self.image_encoder, self.run.text_encoder, self.run.config.text_dim,
+            cache_dir, progress,
+        )  # fmt: skip
         return EmbeddedDataset(
             dataset, self._embed(image, "image"), self._embed(text, "text"), owner
         )
@@ -372,16 +388,8 @@ class DualEncoderModel(IndexModel):
     def embed_dataset(
         self, dataset: Dataset, cache_dir: str | Path | None = None, progress: bool = True
     ) -> EmbeddedDataset:
-        from xmodal.features import FeatureCache
-        from xmodal.pipeline import default_cache_dir
-
-        cache = FeatureCache(cache_dir or default_cache_dir())
-        image = cache.get_or_encode(dataset, image_encoder=self.image_encoder, progress=progress)
-        _, owner = dataset.captions()
-        text = (
-            cache.get_or_encode(dataset, text_encoder=self.text_encoder, progress=progress)
-            if len(owner)
-            else np.zeros((0, self.dim), dtype=np.float32)
+        image, text, owner = self._cached_features(
+            dataset, self.image_encoder, self.text_encoder, self.dim, cache_dir, progress
         )
         return EmbeddedDataset(
             dataset, Embedded(_normalise(image)), Embedded(_normalise(text)), owner
