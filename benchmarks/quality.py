@@ -32,9 +32,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, mean_std, update_section
 
-from xmodal.codes import fit_rotation
 from xmodal.embedding import embed_features
 from xmodal.evaluation import cross_modal_map, mean_average_precision, retrieval_recall
+from xmodal.index.codes import fit_rotation
 from xmodal.io import write_json_atomic
 from xmodal.methods import build_method
 from xmodal.training import PairedFeatures, TrainConfig, Trainer, seed_everything

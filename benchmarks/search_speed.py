@@ -53,9 +53,9 @@ import faiss
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from xmodal.codes import fit_rotation
 from xmodal.datasets.record import Record
 from xmodal.index import build_index_from_vectors
+from xmodal.index.codes import fit_rotation
 from xmodal.index.kinds import read_faiss
 from xmodal.search import Searcher
 

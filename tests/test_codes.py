@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xmodal.codes import CodeRotation, fit_rotation
 from xmodal.evaluation import hamming_distance
+from xmodal.index.codes import CodeRotation, fit_rotation
 
 
 def clustered(n: int = 600, d: int = 32, k: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from xmodal.cli import app
-from xmodal.codes import fit_rotation
 from xmodal.demo import demo_data_path
 from xmodal.evaluation import cross_modal_map, pack_codes
 from xmodal.index import build_index
+from xmodal.index.codes import fit_rotation
 from xmodal.index.export import export_run
 from xmodal.pipeline import LoadedRun, evaluate, train
 from xmodal.search import Searcher, index_metrics

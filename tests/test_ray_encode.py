@@ -16,9 +16,9 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'xmodal[scale]')")
 
 from xmodal.datasets import load_dataset  # noqa: E402
+from xmodal.distributed import ray_encode, shard_path, shards_folder  # noqa: E402
 from xmodal.encoders import encode_images, get_image_encoder, get_text_encoder  # noqa: E402
 from xmodal.features import FeatureCache, read_manifest  # noqa: E402
-from xmodal.scale import ray_encode, shard_path, shards_folder  # noqa: E402
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data" / "openmoji"
 pytestmark = [

@@ -15,10 +15,10 @@ import faiss
 import numpy as np
 import pytest
 
+from xmodal.distributed import ShardedIndex, build_sharded, merge_ivf, merge_topk, shard_bounds
 from xmodal.index.kinds import add_rows, default_params, new_index
 from xmodal.index.manifest import CollectionInfo
 from xmodal.index.snapshot import Collection
-from xmodal.scale import ShardedIndex, build_sharded, merge_ivf, merge_topk, shard_bounds
 from xmodal.search.engine import search_collection
 
 

@@ -97,8 +97,8 @@ def test_cli_index_build_ray_shards_search_like_one_index(
     emoji40: Path, cache: Path, tmp_path: Path
 ) -> None:
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'xmodal[scale]')")
+    from xmodal.distributed import ShardedSearcher
     from xmodal.pipeline import train
-    from xmodal.scale import ShardedSearcher
     from xmodal.search import Searcher
 
     run, index = tmp_path / "run", tmp_path / "index"

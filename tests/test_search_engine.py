@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xmodal.codes import CodeRotation
 from xmodal.datasets.record import Record
 from xmodal.evaluation import hamming_distance, pack_codes, retrieval_recall
 from xmodal.index import build_index_from_vectors
+from xmodal.index.codes import CodeRotation
 from xmodal.search import Result, Searcher, engine, index_metrics, write_results_html
 
 N, DIM, BITS, CAPTIONS = 1000, 24, 16, 2

@@ -120,7 +120,7 @@ def train(
     try:
         run_train = pipeline.train
         if ddp:
-            from xmodal.scale.jobs import train_ddp as run_train  # type: ignore[assignment]
+            from xmodal.pipeline import train_ddp as run_train  # type: ignore[assignment]
         metrics = run_train(
             data, out, method,
             image_encoder=image_encoder, text_encoder=text_encoder, split=split,
@@ -157,7 +157,7 @@ def encode(
     cache_dir: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
     """Fill the feature cache with a dataset's image and caption features (resumable)."""
-    from xmodal.scale.jobs import encode_collection
+    from xmodal.distributed.jobs import encode_collection
 
     try:
         done = encode_collection(
@@ -252,7 +252,7 @@ def index_build(
             overwrite=overwrite, cache_dir=cache_dir, device=device, on_bad=on_bad,
         )  # fmt: skip
         if ray:
-            from xmodal.scale.jobs import build_index_ray
+            from xmodal.distributed.jobs import build_index_ray
 
             manifest = build_index_ray(run_dir, data, out, ray=ray_address, shards=shards, **options)  # type: ignore[arg-type]
         else:

@@ -10,114 +10,43 @@ The CLI, the demo and the benchmarks call these; so can users::
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from xmodal.datasets import Dataset, Split, load_dataset
+from xmodal.datasets import Dataset, load_dataset
 from xmodal.datasets.record import Record
+from xmodal.datasets.split_rules import DEFAULT_SPLIT, parse_split
 from xmodal.distributed.gather import world
-from xmodal.embedding import Embeddings, embed_features, embed_pairs, score_embeddings
-from xmodal.encoders import get_image_encoder, get_text_encoder
-from xmodal.encoders.base import TextEncoder, resolve_device
-from xmodal.features import FeatureCache
-from xmodal.methods import Method, build_method
-from xmodal.splitting import DEFAULT_SPLIT, parse_split
-from xmodal.training import PairedFeatures, TrainConfig, Trainer, seed_everything
-from xmodal.training.run import RunConfig, RunWriter, load_method, read_run_config, write_metrics
+from xmodal.embedding import embed_features, score_embeddings
+from xmodal.encoders import get_text_encoder
+from xmodal.encoders.base import resolve_device
+from xmodal.features import default_cache_dir
+from xmodal.methods import build_method
+from xmodal.training import TrainConfig, Trainer, seed_everything
+from xmodal.training.encoded import TEXT_ENCODER_STATE, EncodedDataset, encode_dataset
+from xmodal.training.loaded import LoadedRun
+from xmodal.training.run import RunConfig, RunWriter, read_run_config, write_metrics
 
 __all__ = [
+    "TEXT_ENCODER_STATE",
     "EncodedDataset",
     "Hit",
+    "LoadedRun",
     "default_cache_dir",
     "encode_dataset",
     "encoder_for_tower",
     "evaluate",
     "search_text",
     "train",
+    "train_ddp",
 ]
 
-TEXT_ENCODER_STATE = "text_encoder.state"
 #: Encoders of a run when neither the caller nor a fine-tuned tower names one.
 DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"
 DEFAULT_TEXT_ENCODER = "minilm"
-
-
-def default_cache_dir() -> Path:
-    """``$XMODAL_CACHE``, else ``~/.cache/xmodal``."""
-    return Path(os.environ.get("XMODAL_CACHE", Path.home() / ".cache" / "xmodal"))
-
-
-@dataclass(frozen=True)
-class EncodedDataset:
-    """A dataset with frozen features for every record and caption.
-
-    Attributes:
-        dataset: The records.
-        image: ``[n_records, d_image]`` features.
-        text: ``[n_captions, d_text]`` features, captions in ``Dataset.captions()`` order.
-        text_to_image: ``[n_captions]`` record index of each caption.
-    """
-
-    dataset: Dataset
-    image: np.ndarray
-    text: np.ndarray
-    text_to_image: np.ndarray
-
-    def paired(self, ids: list[str]) -> PairedFeatures:
-        """The features of the records with ``ids`` (and their captions), re-indexed from 0."""
-        position = {rid: i for i, rid in enumerate(self.dataset.ids)}
-        missing = [i for i in ids if i not in position]
-        if missing:
-            raise ValueError(f"{len(missing)} split ids are not in the dataset, e.g. {missing[:3]}")
-        rows = np.asarray([position[i] for i in ids], dtype=np.int64)
-        new_index = np.full(len(self.dataset), -1, dtype=np.int64)
-        new_index[rows] = np.arange(len(rows))
-        keep = new_index[self.text_to_image] >= 0
-        labels = None
-        if self.dataset.has_labels:
-            labels = self.dataset.label_matrix()[rows]
-        return PairedFeatures(
-            image=np.asarray(self.image[rows], dtype=np.float32),
-            text=np.asarray(self.text[keep], dtype=np.float32),
-            text_to_image=new_index[self.text_to_image[keep]],
-            labels=labels,
-        )
-
-
-def _text_encoder(name: str, run_dir: Path | None, device: torch.device) -> TextEncoder:
-    encoder = get_text_encoder(name, device=device)
-    state = run_dir / TEXT_ENCODER_STATE if run_dir is not None else None
-    if encoder.needs_fit and state is not None and state.is_file():
-        encoder = type(encoder).load(state)  # type: ignore[attr-defined]
-    return encoder
-
-
-def encode_dataset(
-    dataset: Dataset,
-    image_encoder: str = "efficientnet-lite0",
-    text_encoder: str | TextEncoder = "minilm",
-    cache_dir: str | Path | None = None,
-    device: str | None = None,
-    progress: bool = True,
-) -> EncodedDataset:
-    """Frozen features of every image and caption of ``dataset``, through the feature cache."""
-    dev = resolve_device(device)
-    cache = FeatureCache(cache_dir or default_cache_dir())
-    image_enc = get_image_encoder(image_encoder, device=dev)
-    text_enc = (
-        get_text_encoder(text_encoder, device=dev)
-        if isinstance(text_encoder, str)
-        else text_encoder
-    )
-    image = cache.get_or_encode(dataset, image_encoder=image_enc, progress=progress)
-    text = cache.get_or_encode(dataset, text_encoder=text_enc, progress=progress)
-    _, owner = dataset.captions()
-    return EncodedDataset(dataset, image, text, owner)
 
 
 def encoder_for_tower(explicit: str | None, tower: str, default: str, modality: str) -> str:
@@ -153,7 +82,7 @@ def train(
 ) -> dict[str, Any]:
     """Train ``method`` on ``data`` and write the run directory ``out``.
 
-    The split is drawn by ``split`` (see :mod:`xmodal.splitting`) with the trainer's seed and
+    The split is drawn by ``split`` (see :mod:`xmodal.datasets.split_rules`) with the trainer's seed and
     stored in ``out/split.json``; the checkpoint is selected on the validation split. Returns the
     run's ``metrics.json`` content (validation metrics of the selected checkpoint).
 
@@ -161,7 +90,7 @@ def train(
     intermediate-layer features a fine-tuned tower reads (``image_tower="efficientnet-top2"``
     needs ``efficientnet-lite0.blocks-14``; see :func:`xmodal.models.tower_encoder`).
 
-    Inside a ``torch.distributed`` process group (``torchrun``, :func:`xmodal.scale.train_ddp`)
+    Inside a ``torch.distributed`` process group (``torchrun``, :func:`xmodal.distributed.train_ddp`)
     every process trains, but only rank 0 writes ``out`` (config, split, fitted text encoder,
     history, checkpoints, metrics); the other ranks return the same metrics and write no files
     (the shared feature cache aside).
@@ -222,46 +151,6 @@ def train(
     if writer is not None:
         writer.finish(model, metrics)
     return metrics
-
-
-@dataclass
-class LoadedRun:
-    """A trained run ready to embed: its method, config, encoders and split."""
-
-    run_dir: Path
-    method: Method
-    config: RunConfig
-    split: Split
-    device: torch.device
-    text_encoder: TextEncoder = field(repr=False)
-
-    @classmethod
-    def open(cls, run_dir: str | Path, device: str | None = None) -> LoadedRun:
-        """Load the run's selected checkpoint and its text encoder."""
-        run_dir = Path(run_dir)
-        dev = resolve_device(device)
-        method, config = load_method(run_dir, dev)
-        split = Split.from_json(run_dir / "split.json")
-        return cls(
-            run_dir, method, config, split, dev, _text_encoder(config.text_encoder, run_dir, dev)
-        )
-
-    def encode(
-        self, dataset: Dataset, cache_dir: str | Path | None = None, progress: bool = True
-    ) -> EncodedDataset:
-        """Frozen features of ``dataset`` with this run's encoders."""
-        return encode_dataset(
-            dataset,
-            self.config.image_encoder,
-            self.text_encoder,
-            cache_dir,
-            str(self.device),
-            progress,
-        )
-
-    def embed(self, features: PairedFeatures) -> Embeddings:
-        """Joint-space embeddings of a split."""
-        return embed_pairs(self.method, features, self.device)
 
 
 def _dataset_of(run: LoadedRun, data: str | Path | None, on_bad: str) -> Dataset:
@@ -339,3 +228,21 @@ def search_text(
 def run_config(run_dir: str | Path) -> RunConfig:
     """The configuration a run was trained with."""
     return read_run_config(run_dir)
+
+
+def train_ddp(data: str | Path, out: str | Path, method: str = "infonce", **options: Any) -> Any:
+    """:func:`train` in every process of a ``torchrun`` job.
+
+    Joins the process group (``nccl`` on GPUs, ``gloo`` on CPUs); every rank trains on its slice
+    of each global batch and returns the run's metrics, and only rank 0 writes the run directory
+    ``out`` (``pipeline.train`` is rank-aware). ``batch_size`` in ``train_options`` is per
+    process: the global batch is ``world · batch_size``. Progress bars show on rank 0 only.
+    """
+    from xmodal.distributed.ddp import process_group
+
+    train_options = dict(options.pop("train_options", None) or {})
+    with process_group(train_options.get("device", "auto")) as (place, device):
+        train_options["device"] = str(device)
+        if not place.is_main:
+            train_options["progress"] = False
+        return train(data, out, method, train_options=train_options, **options)

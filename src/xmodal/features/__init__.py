@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from xmodal.features.cache import FeatureCache, Modality, entry_stem
+from xmodal.features.cache import FeatureCache, Modality, default_cache_dir, entry_stem
 from xmodal.features.manifest import FORMAT, Manifest, read_manifest
 from xmodal.features.resumable import PartialArray, partial_paths
 from xmodal.features.rows import image_paths, text_rows
@@ -22,6 +22,7 @@ __all__ = [
     "Manifest",
     "Modality",
     "PartialArray",
+    "default_cache_dir",
     "entry_stem",
     "image_paths",
     "partial_paths",

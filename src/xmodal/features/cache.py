@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -32,12 +33,17 @@ from xmodal.encoders.base import ImageEncoder, TextEncoder, get_image_encoder, g
 from xmodal.encoders.batching import iter_image_features
 from xmodal.encoders.precomputed import PrecomputedImageEncoder, PrecomputedTextEncoder
 from xmodal.errors import BadInputError
-from xmodal.features.atomic import exclusive_lock
 from xmodal.features.manifest import FORMAT, Manifest, read_manifest, write_manifest
 from xmodal.features.resumable import PartialArray
 from xmodal.features.rows import image_paths, text_rows
+from xmodal.io import exclusive_lock
 
-__all__ = ["FeatureCache", "Modality", "entry_stem"]
+__all__ = [
+    "FeatureCache",
+    "Modality",
+    "default_cache_dir",
+    "entry_stem",
+]
 
 Modality = Literal["image", "text"]
 _log = logging.getLogger(__name__)
@@ -52,6 +58,11 @@ def entry_stem(encoder_key: str, modality: str) -> str:
     """File stem of a cache entry: readable slug of the key plus a hash of the full key."""
     digest = hashlib.sha256(f"{FORMAT}|{modality}|{encoder_key}".encode()).hexdigest()[:10]
     return f"{modality}-{_slug(encoder_key)}-{digest}"
+
+
+def default_cache_dir() -> Path:
+    """``$XMODAL_CACHE``, else ``~/.cache/xmodal``."""
+    return Path(os.environ.get("XMODAL_CACHE", Path.home() / ".cache" / "xmodal"))
 
 
 class FeatureCache:

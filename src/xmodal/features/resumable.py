@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from xmodal.features.atomic import fsync_dir, replace_file, write_json_atomic
+from xmodal.io import fsync_dir, replace_file, write_json_atomic
 
 __all__ = ["PartialArray", "partial_paths"]
 

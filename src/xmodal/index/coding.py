@@ -1,7 +1,7 @@
 """How an index makes binary codes, and indexing precomputed vectors (no model, no torch).
 
 * :class:`CodeChoice` — codes from a method's hash head, or the sign of an ITQ / random rotation
-  of the embeddings (:mod:`xmodal.codes`); the rotation is stored in the index as
+  of the embeddings (:mod:`xmodal.index.codes`); the rotation is stored in the index as
   ``rotation.npz`` so that queries and added items get their codes the same way.
 * :func:`build_index_from_vectors` — an index of precomputed embeddings (query it with vectors).
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from xmodal.codes import CodeRotation, fit_rotation
 from xmodal.datasets.record import Record
 from xmodal.evaluation import pack_codes
+from xmodal.index.codes import CodeRotation, fit_rotation
 from xmodal.index.items import EncodedItems, check_bits
 from xmodal.index.manifest import Manifest
 from xmodal.index.snapshot import ROTATION

@@ -2,7 +2,7 @@
 
 Codes (:func:`choose_codes`) come from the method's own hash head when it has one and the
 requested length is the head's; otherwise from the sign of a rotation of the embeddings
-(:mod:`xmodal.codes`): ITQ fitted on the run's training-split embeddings of both modalities
+(:mod:`xmodal.index.codes`): ITQ fitted on the run's training-split embeddings of both modalities
 (``itq``), or a random orthogonal projection (``random``). Zero-shot dual encoders have no
 training split: their ITQ rotation is fitted on the embeddings being indexed.
 
@@ -24,8 +24,8 @@ from typing import Literal
 
 import numpy as np
 
-from xmodal.codes import CodeRotation, fit_rotation
 from xmodal.datasets import Dataset, load_dataset
+from xmodal.index.codes import CodeRotation, fit_rotation
 from xmodal.index.coding import CodeChoice, save_rotation
 from xmodal.index.items import EncodedItems, check_bits
 from xmodal.index.models import DualEncoderModel, EmbeddedDataset, IndexModel, RunModel

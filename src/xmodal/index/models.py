@@ -159,8 +159,7 @@ class IndexModel(ABC):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(image features, text features, caption -> record)`` from the feature cache (no
         text rows when the data set has no captions), checked to hold one text row a caption."""
-        from xmodal.features import FeatureCache
-        from xmodal.pipeline import default_cache_dir
+        from xmodal.features import FeatureCache, default_cache_dir
 
         cache = FeatureCache(cache_dir or default_cache_dir())
         image = cache.get_or_encode(dataset, image_encoder=image_encoder, progress=progress)
@@ -231,7 +230,7 @@ class RunModel(IndexModel):
         self, run_dir: str | Path, device: str | None = None, expect: dict[str, Any] | None = None
     ) -> None:
         super().__init__()
-        from xmodal.pipeline import LoadedRun
+        from xmodal.training.loaded import LoadedRun
 
         self.run_dir = Path(run_dir)
         self.run = LoadedRun.open(self.run_dir, device)

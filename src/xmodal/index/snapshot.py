@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from xmodal.codes import CodeRotation
+from xmodal.index.codes import CodeRotation
 from xmodal.index.kinds import read_faiss, set_search_params, stored_rows
 from xmodal.index.manifest import (
     VERSIONS,

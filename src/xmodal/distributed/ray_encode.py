@@ -2,7 +2,7 @@
 
 ::
 
-    from xmodal.scale import ray_encode
+    from xmodal.distributed import ray_encode
 
     ray_encode(dataset, ".xmodal-cache", image_encoder="efficientnet-lite0")          # local Ray
     ray_encode(dataset, "/shared/cache", text_encoder="minilm", address="ray://head:10001")
@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 
 from xmodal.datasets.record import Dataset
-from xmodal.features.atomic import exclusive_lock, fsync_dir, replace_file, write_json_atomic
 from xmodal.features.cache import FeatureCache, Modality
 from xmodal.features.manifest import FORMAT, write_manifest
 from xmodal.features.rows import image_paths, text_rows
+from xmodal.io import exclusive_lock, fsync_dir, replace_file, write_json_atomic
 
 __all__ = ["EncodeStats", "ShardEncoder", "ray_encode", "shard_path", "shards_folder"]
 

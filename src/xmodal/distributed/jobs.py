@@ -16,14 +16,13 @@ from typing import Any
 import numpy as np
 
 from xmodal.datasets import Dataset, load_dataset
-from xmodal.scale.ray_encode import ray_encode
-from xmodal.scale.sharded import build_sharded
+from xmodal.distributed.ray_encode import ray_encode
+from xmodal.distributed.sharded import build_sharded
 
 __all__ = [
     "SHARDS_DIR",
     "build_index_ray",
     "encode_collection",
-    "train_ddp",
 ]
 
 SHARDS_DIR = "shards"
@@ -47,11 +46,10 @@ def encode_collection(
     """Fill the feature cache with a dataset's image and text features.
 
     With ``ray`` (a cluster address, or ``"local"``) each modality goes through
-    :func:`~xmodal.scale.ray_encode`; without it through :class:`~xmodal.features.FeatureCache`
+    :func:`~xmodal.distributed.ray_encode`; without it through :class:`~xmodal.features.FeatureCache`
     in this process. Returns ``{modality: EncodeStats or the array's shape}``.
     """
-    from xmodal.features import FeatureCache
-    from xmodal.pipeline import default_cache_dir
+    from xmodal.features import FeatureCache, default_cache_dir
 
     ds = data if isinstance(data, Dataset) else load_dataset(data, on_bad=on_bad)  # type: ignore[arg-type]
     cache = FeatureCache(cache_dir or default_cache_dir())
@@ -109,9 +107,8 @@ def build_index_ray(
 
     Returns the committed index manifest.
     """
-    from xmodal.features import FeatureCache
+    from xmodal.features import FeatureCache, default_cache_dir
     from xmodal.index import Snapshot, build_index
-    from xmodal.pipeline import default_cache_dir
 
     cache_dir = cache_dir or default_cache_dir()
     ds = load_dataset(data, on_bad=on_bad)  # type: ignore[arg-type]
@@ -135,28 +132,9 @@ def build_index_ray(
                     kind=col.info.float_kind, ray=True, address=ray,
                 )  # fmt: skip
                 info["version"] = snap.version
-                from xmodal.features.atomic import write_json_atomic
+                from xmodal.io import write_json_atomic
 
                 write_json_atomic(Path(out) / SHARDS_DIR / name / "sharded.json", info)
         finally:
             snap.close()
     return manifest
-
-
-def train_ddp(data: str | Path, out: str | Path, method: str = "infonce", **options: Any) -> Any:
-    """:func:`xmodal.pipeline.train` in every process of a ``torchrun`` job.
-
-    Joins the process group (``nccl`` on GPUs, ``gloo`` on CPUs); every rank trains on its slice
-    of each global batch and returns the run's metrics, and only rank 0 writes the run directory
-    ``out`` (``pipeline.train`` is rank-aware). ``batch_size`` in ``train_options`` is per
-    process: the global batch is ``world · batch_size``. Progress bars show on rank 0 only.
-    """
-    from xmodal import pipeline
-    from xmodal.distributed.ddp import process_group
-
-    train_options = dict(options.pop("train_options", None) or {})
-    with process_group(train_options.get("device", "auto")) as (place, device):
-        train_options["device"] = str(device)
-        if not place.is_main:
-            train_options["progress"] = False
-        return pipeline.train(data, out, method, train_options=train_options, **options)

@@ -2,7 +2,7 @@
 
 ::
 
-    from xmodal.scale import ShardedIndex, build_sharded
+    from xmodal.distributed import ShardedIndex, build_sharded
 
     build_sharded(vectors, "indexes/big.shards", shards=8, kind="flat", ray=True)
     index = ShardedIndex.open("indexes/big.shards")
@@ -39,7 +39,6 @@ from typing import Any
 import faiss
 import numpy as np
 
-from xmodal.features.atomic import write_json_atomic
 from xmodal.index.kinds import (
     choose_kind,
     default_params,
@@ -48,6 +47,7 @@ from xmodal.index.kinds import (
     set_search_params,
     write_faiss,
 )
+from xmodal.io import write_json_atomic
 
 __all__ = [
     "ShardedIndex",
@@ -194,7 +194,7 @@ def build_sharded(
 def _build_with_ray(vectors: np.ndarray, jobs: list[tuple], address: str | None) -> list[int]:
     import ray
 
-    from xmodal.scale.ray_encode import _connect
+    from xmodal.distributed.ray_encode import _connect
 
     _connect(address, None)
     task = ray.remote(num_cpus=1)(_build_one)

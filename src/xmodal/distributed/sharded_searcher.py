@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from xmodal.scale.sharded import MANIFEST, ShardedIndex
+from xmodal.distributed.sharded import MANIFEST, ShardedIndex
 from xmodal.search import Searcher
 from xmodal.search.engine import Mode, rerank_exact, rerank_factor
 from xmodal.search.results import Hits
