@@ -32,8 +32,10 @@ test: install-dev
 	$(BIN)/python -m ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
+# ruff (lint and format) over the tree, mypy over src/xmodal (its settings are in pyproject.toml)
 lint: install-dev
 	$(BIN)/python -m ruff check src tests benchmarks
+	$(BIN)/python -m mypy
 
 bench: install-dev
 	$(BIN)/python benchmarks/quality.py

@@ -38,7 +38,7 @@ def replace_file(src: str | Path, dst: str | Path) -> None:
     fsync_dir(Path(dst).parent)
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename over ``path``.
 
     The rename is atomic on POSIX file systems, so a crash at any point leaves either the previous

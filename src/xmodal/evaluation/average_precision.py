@@ -212,21 +212,26 @@ def cross_modal_map(
     Raises:
         ValueError: on inconsistent row counts, embedding sizes or label counts.
     """
-    db_args = (db_image_emb, db_text_emb, db_image_labels, db_text_labels)
-    if any(a is not None for a in db_args) and any(a is None for a in db_args):
+    given = [a is not None for a in (db_image_emb, db_text_emb, db_image_labels, db_text_labels)]
+    if any(given) and not all(given):
         raise ValueError("give all four db_* arguments (a separate retrieval set) or none")
-    separate = db_image_emb is not None
     queries = {
         "i": _side(image_emb, image_labels, "image_emb", "image_labels", hamming),
         "t": _side(text_emb, text_labels, "text_emb", "text_labels", hamming),
     }
-    if separate:
+    separate = False
+    database = queries
+    if (
+        db_image_emb is not None
+        and db_text_emb is not None
+        and db_image_labels is not None
+        and db_text_labels is not None
+    ):
+        separate = True
         database = {
             "i": _side(db_image_emb, db_image_labels, "db_image_emb", "db_image_labels", hamming),
             "t": _side(db_text_emb, db_text_labels, "db_text_emb", "db_text_labels", hamming),
         }
-    else:
-        database = queries
     sides = [*queries.items(), *(database.items() if separate else [])]
     widths = {name: emb.shape[1] for _, (emb, _, name) in sides}
     labels = {name: lab.shape[1] for _, (_, lab, name) in sides}

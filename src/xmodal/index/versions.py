@@ -151,7 +151,7 @@ class VersionWriter:
         final = self.versions / version_dir_name(version)
         os.rename(self.tmp, final)
         fsync_dir(self.versions)
-        pointer = {
+        pointer: dict[str, int | str] = {
             "version": version,
             "dir": final.name,
             "manifest_sha256": file_sha256(final / MANIFEST),

@@ -10,6 +10,7 @@ so clients cannot grow the number of series.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "MetricsMiddleware"]
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _stat(index_stats: Callable[[], tuple[int, int, int]], i: int) -> float:
+    """Entry ``i`` of the index statistics, as a gauge reads it."""
+    return float(index_stats()[i])
 
 
 class Metrics:
@@ -47,9 +53,8 @@ class Metrics:
                 ("xmodal_index_version", "Version number of the index searched."),
             )
         ):
-            Gauge(name, doc, registry=self.registry).set_function(
-                lambda i=i: float(index_stats()[i])
-            )
+            gauge = Gauge(name, doc, registry=self.registry)
+            gauge.set_function(functools.partial(_stat, index_stats, i))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request."""
