@@ -112,9 +112,10 @@ def load_dataset(
             ``names_key`` (mat).
 
     Example:
-        >>> ds = load_dataset("../shared/data/openmoji")  # doctest: +SKIP
-        >>> len(ds), ds.records[0].id  # doctest: +SKIP
-        (2464, 'images/0023-FE0F-20E3.png')
+        >>> from xmodal.demo import demo_data_path   # the OpenMoji set shipped with xmodal
+        >>> ds = load_dataset(demo_data_path(), check_images=False)
+        >>> len(ds), ds.records[0].id, ds.records[0].labels[:2]
+        (2464, 'images/0023-FE0F-20E3.png', ('symbols', 'keycap'))
 
     Raises:
         ValueError: unknown format or an option the chosen reader does not take.
