@@ -5,22 +5,89 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
-from xmodal.errors import XmodalError
+from xmodal import __version__
+from xmodal.errors import XmodalError, require_extra, user_message
+
+#: Set to 1 to see the traceback of an unexpected error (as ``xmodal --debug ...`` does).
+DEBUG_ENV = "XMODAL_DEBUG"
+
+
+class _Commands(TyperGroup):
+    """The one error handler of every command.
+
+    An error the user can act on (:func:`xmodal.errors.user_message`: bad input, a missing file or
+    optional extra, xmodal's own errors) prints one line and exits with code 2; an unexpected one
+    prints one line and exits with 1, or, with ``--debug`` or ``XMODAL_DEBUG=1``, keeps its
+    traceback.
+    """
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:  # remember the words of the command, for its messages
+            ctx.meta.setdefault("xmodal.command", ["xmodal"]).append(command.name)
+        return name, command, rest
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):  # usage errors, --help, exits
+            raise
+        except Exception as e:
+            if ctx.meta.get("xmodal.debug") or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+                raise
+            message = user_message(e, " ".join(ctx.meta.get("xmodal.command", ["xmodal"])))
+            if message is not None:
+                _fail(message)
+            err.print(
+                f"[bold red]unexpected error:[/] {escape(f'{type(e).__name__}: {e}')} "
+                f"(--debug or {DEBUG_ENV}=1 shows the traceback)",
+                soft_wrap=True,
+                highlight=False,
+            )
+            raise typer.Exit(code=1) from e
+
 
 app = typer.Typer(
     name="xmodal",
     help="Cross-modal image–text retrieval: train, evaluate, search.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=_Commands,
 )
 console = Console()
 err = Console(stderr=True)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"xmodal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help=f"Tracebacks for unexpected errors (or {DEBUG_ENV}=1).")
+    ] = False,
+) -> None:
+    """Cross-modal image–text retrieval: train, evaluate, search."""
+    ctx.meta["xmodal.debug"] = debug
 
 
 def _parse_options(pairs: list[str] | None) -> dict[str, Any]:
@@ -36,8 +103,8 @@ def _parse_options(pairs: list[str] | None) -> dict[str, Any]:
     return options
 
 
-def _fail(error: Exception) -> None:
-    err.print(f"[bold red]error:[/] {error}", soft_wrap=True, highlight=False)
+def _fail(error: Exception | str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True, highlight=False)
     raise typer.Exit(code=2)
 
 
@@ -159,6 +226,9 @@ def encode(
     """Fill the feature cache with a dataset's image and caption features (resumable)."""
     from xmodal.distributed.jobs import encode_collection
 
+    if ray:
+        require_extra("ray", needed_by="xmodal encode --ray")
+
     try:
         done = encode_collection(
             data, image_encoder=image_encoder, text_encoder=text_encoder, cache_dir=cache_dir,
@@ -183,10 +253,7 @@ def evaluate(
     """Recall@K, rsum and (with labels) mAP of a trained run."""
     from xmodal import pipeline
 
-    try:
-        metrics = pipeline.evaluate(run_dir, data, split, cache_dir, progress=not as_json)
-    except (XmodalError, ValueError, FileNotFoundError) as e:
-        _fail(e)
+    metrics = pipeline.evaluate(run_dir, data, split, cache_dir, progress=not as_json)
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
     else:
@@ -195,7 +262,7 @@ def evaluate(
 
 # --- index and search (xmodal.index, xmodal.search) ---------------------------------------------
 index_app = typer.Typer(
-    help="Build, grow and shrink persistent search indexes.", no_args_is_help=True
+    help="Build, grow and shrink persistent search indexes.", no_args_is_help=True, cls=_Commands
 )
 app.add_typer(index_app, name="index")
 
@@ -246,6 +313,9 @@ def index_build(
     """Index a dataset (or a folder of photos) with a trained run or a zero-shot dual encoder."""
     from xmodal.index import build_index
 
+    if ray:
+        require_extra("ray", needed_by="xmodal index build --ray")
+
     try:
         options = dict(
             encoder=encoder, weights=weights, bits=bits, codes=codes, kind=kind,
@@ -276,13 +346,10 @@ def index_add(
     """Encode new items with the index's own model and add them (a new, atomic version)."""
     from xmodal.index import add_to_index
 
-    try:
-        manifest = add_to_index(
-            index_dir, data, on_exists=on_exists, cache_dir=cache_dir, device=device,  # type: ignore[arg-type]
-            on_bad=on_bad,
-        )  # fmt: skip
-    except (XmodalError, ValueError, FileNotFoundError, ImportError) as e:
-        _fail(e)
+    manifest = add_to_index(
+        index_dir, data, on_exists=on_exists, cache_dir=cache_dir, device=device,  # type: ignore[arg-type]
+        on_bad=on_bad,
+    )  # fmt: skip
     _index_summary(manifest, index_dir)
 
 
@@ -295,10 +362,7 @@ def index_remove(
     """Remove items (their image and caption rows) by id."""
     from xmodal.index import remove_from_index
 
-    try:
-        manifest = remove_from_index(index_dir, ids, missing_ok=missing_ok)
-    except (XmodalError, ValueError, FileNotFoundError) as e:
-        _fail(e)
+    manifest = remove_from_index(index_dir, ids, missing_ok=missing_ok)
     _index_summary(manifest, index_dir)
 
 
@@ -475,6 +539,8 @@ def serve(
     """Serve an index over HTTP: JSON API, web page at /, metrics at /metrics, docs at /docs."""
     from xmodal.index import is_index_dir
 
+    require_extra("fastapi", "uvicorn", needed_by="xmodal serve")
+
     try:
         if not is_index_dir(index_dir):
             raise ValueError(f"{index_dir} is not an xmodal index (no CURRENT file)")
@@ -500,19 +566,15 @@ def demo(
     """Train and evaluate on the shipped OpenMoji set, then show three searches."""
     from xmodal.demo import run_demo
 
-    try:
-        run_demo(out, epochs=epochs, device=device, console=console)
-        if serve_index:
-            from xmodal.demo import demo_data_path
-            from xmodal.index import build_index
-
-            console.print("indexing the demo set with the [bold]infonce[/] run …")
-            build_index(
-                out / "infonce", demo_data_path(), out / "index", overwrite=True, device=device
-            )
-    except (XmodalError, ValueError, FileNotFoundError) as e:
-        _fail(e)
+    if serve_index:  # before minutes of training, not after
+        require_extra("fastapi", "uvicorn", needed_by="xmodal demo --serve")
+    run_demo(out, epochs=epochs, device=device, console=console)
     if serve_index:
+        from xmodal.demo import demo_data_path
+        from xmodal.index import build_index
+
+        console.print("indexing the demo set with the [bold]infonce[/] run …")
+        build_index(out / "infonce", demo_data_path(), out / "index", overwrite=True, device=device)
         _serve(out / "index", host, port, _read_token("XMODAL_TOKEN", None), device)
 
 
