@@ -68,22 +68,23 @@ def encode_rates(n_images: int, device: str) -> dict[str, float]:
 
 
 def index_rates(rows: int, dim: int = 256) -> dict[str, float]:
-    from xmodal.index.kinds import add_rows, default_params, new_index
+    from xmodal.index.kinds import get_kind
 
     x = np.random.default_rng(0).standard_normal((rows, dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     out: dict[str, float] = {}
-    for kind in ("flat", "hnsw", "ivf"):
-        params = default_params(kind, "float", rows, dim)
-        if kind == "ivf":
+    for name in ("flat", "hnsw", "ivf"):
+        kind = get_kind("float", name)
+        params = kind.default_params(rows, dim)
+        if kind.min_rows:  # trained kinds
             start = time.perf_counter()
-            index = new_index(kind, "float", dim, params, x)
-            out["ivf train rows/s"] = rows / (time.perf_counter() - start)
+            index = kind.new_index(dim, params, x)
+            out[f"{name} train rows/s"] = rows / (time.perf_counter() - start)
         else:
-            index = new_index(kind, "float", dim, params, None)
+            index = kind.new_index(dim, params, None)
         start = time.perf_counter()
-        add_rows(index, kind, x)
-        out[f"{kind} add rows/s"] = rows / (time.perf_counter() - start)
+        kind.add(index, x)
+        out[f"{name} add rows/s"] = rows / (time.perf_counter() - start)
     return out
 
 

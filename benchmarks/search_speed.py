@@ -56,7 +56,7 @@ from threadpoolctl import threadpool_limits
 from xmodal.datasets.record import Record
 from xmodal.index import build_index_from_vectors
 from xmodal.index.codes import fit_rotation
-from xmodal.index.kinds import read_faiss
+from xmodal.index.kinds import get_kind
 from xmodal.search import Searcher
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -160,7 +160,7 @@ def index_memory(folder: Path, family: str, kind: str, n: int) -> dict[str, floa
     files = [folder / f"image.{family}.faiss", folder / "image.ids.npy"]
     raw = folder / ("image.vectors.npy" if family == "float" else "image.codes.npy")
     before = rss()
-    index = read_faiss(files[0], family, kind, mmap=False)  # type: ignore[arg-type]
+    index = get_kind(family, kind).read(files[0], mmap=False)  # type: ignore[arg-type]
     ids = np.load(files[1])
     ram = rss() - before
     del index, ids

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -10,15 +12,28 @@ import pytest
 
 from xmodal.datasets.record import Record
 from xmodal.evaluation import hamming_distance, pack_codes
-from xmodal.index import EncodedItems, Snapshot, append_items, create_index, delete_items
+from xmodal.index import (
+    EncodedItems,
+    IndexFormatError,
+    Snapshot,
+    append_items,
+    create_index,
+    delete_items,
+)
 from xmodal.index.kinds import (
     AUTO_BINARY_IVF_FROM,
     AUTO_FLAT_BELOW,
     AUTO_FLOAT_IVF_FROM,
     IVF_MIN_ROWS,
+    IndexKind,
+    IVFKind,
     choose_kind,
-    default_params,
+    get_kind,
+    kind_names,
+    register_kind,
+    unregister_kind,
 )
+from xmodal.search import Searcher
 
 DIM, BITS = 16, 32
 
@@ -48,12 +63,12 @@ def clustered(n: int, seed: int = 0) -> EncodedItems:
 
 
 def test_auto_rule() -> None:
-    assert choose_kind("auto", "float", AUTO_FLAT_BELOW - 1) == "flat"
-    assert choose_kind("auto", "float", AUTO_FLAT_BELOW) == "hnsw"
-    assert choose_kind("auto", "float", AUTO_FLOAT_IVF_FROM) == "ivf"
-    assert choose_kind("auto", "binary", AUTO_FLAT_BELOW) == "flat"
-    assert choose_kind("auto", "binary", AUTO_BINARY_IVF_FROM) == "ivf"
-    assert choose_kind("hnsw", "binary", 5) == "hnsw"
+    assert choose_kind("auto", "float", AUTO_FLAT_BELOW - 1).name == "flat"
+    assert choose_kind("auto", "float", AUTO_FLAT_BELOW).name == "hnsw"
+    assert choose_kind("auto", "float", AUTO_FLOAT_IVF_FROM).name == "ivf"
+    assert choose_kind("auto", "binary", AUTO_FLAT_BELOW).name == "flat"
+    assert choose_kind("auto", "binary", AUTO_BINARY_IVF_FROM).name == "ivf"
+    assert choose_kind("hnsw", "binary", 5).name == "hnsw"
     with pytest.raises(ValueError, match=f"needs at least {IVF_MIN_ROWS} rows"):
         choose_kind("ivf", "float", IVF_MIN_ROWS - 1)
     with pytest.raises(ValueError, match="kind must be one of auto, flat, hnsw, ivf"):
@@ -61,14 +76,14 @@ def test_auto_rule() -> None:
 
 
 def test_default_params() -> None:
-    p = default_params("ivf", "float", 1_000_000, 256)
+    p = get_kind("float", "ivf").default_params(1_000_000, 256)
     assert p["nlist"] == 4000 and p["pq_m"] == 64 and p["pq_bits"] == 8 and p["nprobe"] == 32
     assert p["rerank_factor"] == 10
-    small = default_params("ivf", "float", 2_000, 256)
+    small = get_kind("float", "ivf").default_params(2_000, 256)
     assert small["nlist"] == 2_000 // 39 and 2 ** small["pq_bits"] * 39 <= 2_000
-    assert default_params("ivf", "float", 10_000, 100)["pq_m"] == 25  # largest divisor <= d/4
-    assert default_params("hnsw", "binary", 10, 64)["M"] == 16
-    assert default_params("flat", "float", 10, 64) == {}
+    assert get_kind("float", "ivf").default_params(10_000, 100)["pq_m"] == 25  # divisor <= d/4
+    assert get_kind("binary", "hnsw").default_params(10, 64)["M"] == 16
+    assert get_kind("float", "flat").default_params(10, 64) == {}
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
@@ -133,3 +148,72 @@ def test_mmap_maps_instead_of_loading(tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         mapped.float_index.search(q, 5)[1], loaded.float_index.search(q, 5)[1]
     )
+
+
+class FloatIVFFlat(IVFKind):
+    """A kind the library does not ship: float IVF with exact (unquantised) lists."""
+
+    name = "ivfflat-test"
+    family = "float"
+
+    def empty(self, width: int, params: Mapping[str, Any]) -> Any:
+        quantizer = faiss.IndexFlatIP(width)
+        index = faiss.IndexIVFFlat(
+            quantizer, width, int(params["nlist"]), faiss.METRIC_INNER_PRODUCT
+        )
+        index.own_fields = True
+        quantizer.this.disown()
+        return index
+
+    def search_parameters(self, index: Any, selector: Any) -> Any:
+        return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
+
+
+@pytest.fixture
+def ivfflat() -> Iterator[IndexKind]:
+    kind = register_kind(FloatIVFFlat())
+    try:
+        yield kind
+    finally:
+        unregister_kind("float", kind.name)
+
+
+def test_a_kind_registered_here_works_through_the_public_api(
+    tmp_path: Path, ivfflat: IndexKind
+) -> None:
+    """Adding a kind is one object: build, add, remove, search, save and reopen an index of it."""
+    assert ivfflat.name in kind_names("float") and ivfflat.name not in kind_names("binary")
+    with pytest.raises(ValueError, match="exists"):
+        register_kind(FloatIVFFlat())
+    ix = tmp_path / "ix"
+    a, b = clustered(1500, seed=0), clustered(300, seed=1)
+    # nprobe above nlist: every list is searched, so the ranking must be exact
+    create_index(
+        ix, a, codes={"source": "test"}, model={"kind": "none"}, float_kind=ivfflat.name,
+        binary_kind="flat", params={"float": {"nprobe": 10_000}},
+    )  # fmt: skip
+    append_items(ix, b)
+    removed = [f"k0-{i}" for i in range(0, 1500, 5)] + ["k1-7"]
+    delete_items(ix, removed)
+    with Searcher(ix, mmap=True) as searcher:  # reopened from disk, memory-mapped lists
+        col = searcher.snapshot.collections["image"]
+        assert col.info.float_kind == ivfflat.name and col.info.raw == ["vectors"]
+        assert isinstance(faiss.downcast_index(col.float_index), faiss.IndexIVFFlat)
+        assert len(col) == 1800 - len(removed)
+        keys = searcher.snapshot.meta.items(col.ids.tolist())
+        assert not set(removed) & {m.key for m in keys.values()}
+        everything = np.concatenate([a.image_vectors, b.image_vectors])
+        by_key = dict(zip([r.id for r in [*a.records, *b.records]], everything, strict=True))
+        rows = np.stack([by_key[keys[i].key] for i in col.ids.tolist()])
+        np.testing.assert_array_equal(col.vectors, rows)  # the raw rows stored beside it
+        q = clustered(40, seed=2).image_vectors
+        hits = searcher.search("image", vectors=q, k=10)
+        scores = q @ rows.T  # brute force, ties by position
+        order = np.lexsort((np.broadcast_to(np.arange(len(rows)), scores.shape), -scores))[:, :10]
+        np.testing.assert_array_equal(hits.ids, col.ids[order])
+        np.testing.assert_allclose(
+            hits.scores, np.take_along_axis(scores, order, 1), rtol=1e-5, atol=1e-5
+        )
+    unregister_kind("float", ivfflat.name)  # an index of an unknown kind is named as such
+    with pytest.raises(IndexFormatError, match="ivfflat-test"):
+        Snapshot.open(ix)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from xmodal.distributed import ShardedIndex, build_sharded, merge_ivf, merge_topk, shard_bounds
-from xmodal.index.kinds import add_rows, default_params, new_index
+from xmodal.index.kinds import get_kind
 from xmodal.index.manifest import CollectionInfo
 from xmodal.index.snapshot import Collection
 from xmodal.search.engine import search_collection
@@ -72,9 +72,10 @@ def test_flat_shards_equal_single_index_with_ties(tmp_path: Path) -> None:
 def test_ivf_shards_and_merge_equal_one_ivf_index(tmp_path: Path) -> None:
     x = _unit_rows(4000, 32, 2)
     q = _unit_rows(25, 32, 3)
-    params = default_params("ivf", "float", len(x), 32)
-    single = new_index("ivf", "float", 32, params, x)
-    add_rows(single, "ivf", x)
+    ivf = get_kind("float", "ivf")
+    params = ivf.default_params(len(x), 32)
+    single = ivf.new_index(32, params, x)
+    ivf.add(single, x)
     ref_scores, ref_pos = single.search(q, 10)
     build_sharded(x, tmp_path / "ivf", shards=3, kind="ivf", workers=2)
     scores, pos = ShardedIndex.open(tmp_path / "ivf").search(q, 10)
@@ -85,7 +86,7 @@ def test_ivf_shards_and_merge_equal_one_ivf_index(tmp_path: Path) -> None:
     assert len(merged.indexes) == 1 and merged.indexes[0].ntotal == len(x)
     _m_scores, m_pos = merged.search(q, 10)
     np.testing.assert_array_equal(m_pos, ref_pos)
-    with pytest.raises(ValueError, match="only ivf"):
+    with pytest.raises(ValueError, match="only shards of a kind that merges"):
         build_sharded(x[:100], tmp_path / "flat", shards=2)
         merge_ivf(tmp_path / "flat")
 

@@ -57,7 +57,7 @@ def encode_collection(
     for modality, name in (("image", image_encoder), ("text", text_encoder)):
         if name is None:
             continue
-        kw = {f"{modality}_encoder": name}
+        kw: dict[str, Any] = {f"{modality}_encoder": name}
         if ray is not None:
             out[modality] = ray_encode(
                 ds, cache, address=ray, shard_size=shard_size, actors=actors,
@@ -66,7 +66,7 @@ def encode_collection(
         else:
             arr = cache.get_or_encode(
                 ds, batch_size=batch_size, progress=progress, device=device, **kw
-            )  # type: ignore[arg-type]
+            )
             out[modality] = arr.shape
     return out
 
@@ -122,19 +122,16 @@ def build_index_ray(
                        shard_size=shard_size)  # fmt: skip
     manifest = build_index(run, ds, out, cache_dir=cache_dir, on_bad=on_bad, **build_options)
     if shards > 1:
-        snap = Snapshot.open(out)
-        try:
+        from xmodal.io import write_json_atomic
+
+        with Snapshot.open(out) as snap:
             for name, col in snap.collections.items():
                 if len(col) == 0:
                     continue
                 info = build_sharded(
                     np.asarray(col.vectors), Path(out) / SHARDS_DIR / name, shards=shards,
-                    kind=col.info.float_kind, ray=True, address=ray,
+                    kind=col.info.float_kind, params=col.params("float"), ray=True, address=ray,
                 )  # fmt: skip
                 info["version"] = snap.version
-                from xmodal.io import write_json_atomic
-
                 write_json_atomic(Path(out) / SHARDS_DIR / name / "sharded.json", info)
-        finally:
-            snap.close()
     return manifest

@@ -13,7 +13,10 @@ them by their **global** row position, so a merged ranking is a ranking of the w
 Each shard is built by its own task: a Ray task when ``ray=True`` (on a cluster the output folder
 must be shared storage), else a thread (FAISS releases the GIL). IVF shards are copies of one
 quantizer trained once on a sample of all rows; :func:`merge_ivf` merges them into one IVF index
-identical to one built in a single process with the same quantizer.
+identical to one built in a single process with the same quantizer. Every kind is handled through
+its :class:`~xmodal.index.kinds.IndexKind`: one template (trained once where the kind trains)
+is copied into every shard; kinds that number rows by insertion order are wrapped in
+``IndexIDMap2`` to carry global labels.
 
 Searching merges the shards' top-``k`` lists (:func:`merge_topk`): best score first, equal scores
 by global position — the order :class:`xmodal.search.Searcher` gives a single index — so a flat
@@ -23,7 +26,7 @@ Layout::
 
     <folder>/sharded.json       # kind, dim, rows, params, shard bounds
     <folder>/shard-00000.faiss  # rows [0, stop_0)
-    <folder>/merged.faiss       # IVF only, after merge_ivf
+    <folder>/merged.faiss       # kinds that merge (IVF), after merge_ivf
 """
 
 from __future__ import annotations
@@ -32,22 +35,16 @@ import itertools
 import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
-from xmodal.index.kinds import (
-    choose_kind,
-    default_params,
-    new_index,
-    read_faiss,
-    set_search_params,
-    write_faiss,
-)
+from xmodal.index.kinds import IndexKind, choose_kind, get_kind
 from xmodal.io import write_json_atomic
+from xmodal.search.ranking import top_k
 
 __all__ = [
     "ShardedIndex",
@@ -80,48 +77,30 @@ def merge_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Merge per-shard ``[q, k_s]`` results into the global ``[q, k]`` top-k.
 
-    Best (highest) score first; equal scores by ascending global position; padding (position
-    ``-1``) last, with score ``-inf``.
+    Ranked by :func:`xmodal.search.ranking.top_k`: best (highest) score first; equal scores by
+    ascending global position; padding (position ``-1``) last, with score ``-inf``.
     """
     if len(scores) != len(positions) or not scores:
         raise ValueError("give one scores and one positions array per shard (at least one)")
     s = np.concatenate([np.asarray(x, dtype=np.float32) for x in scores], axis=1)
     p = np.concatenate([np.asarray(x, dtype=np.int64) for x in positions], axis=1)
-    pad = p < 0
-    key_score = np.where(pad, np.inf, -s.astype(np.float64))
-    key_pos = np.where(pad, np.iinfo(np.int64).max, p)
-    order = np.lexsort((key_pos, key_score), axis=1)[:, :k]
-    out_s = np.take_along_axis(s, order, 1)
-    out_p = np.take_along_axis(p, order, 1)
-    out_s[out_p < 0] = -np.inf
-    return out_s, out_p
+    return top_k(s, p, k)
 
 
 def _shard_file(folder: Path, shard: int) -> Path:
     return folder / f"shard-{shard:05d}.faiss"
 
 
-def _build_one(
-    template: np.ndarray | None,
-    kind: str,
-    dim: int,
-    params: Mapping[str, Any],
-    rows: np.ndarray,
-    start: int,
-    path: str,
-) -> int:
-    """Build one shard (labels = global positions ``start ..``) and write it; returns its rows."""
-    if template is not None:  # an empty IVF index with the shared trained quantizer
-        index = faiss.deserialize_index(template)
-    elif kind == "flat":
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-    else:
-        index = faiss.IndexIDMap2(new_index(kind, "float", dim, params, None))
-    labels = np.arange(start, start + len(rows), dtype=np.int64)
-    rows = np.ascontiguousarray(rows, dtype=np.float32)
-    if template is not None or len(rows):
-        index.add_with_ids(rows, labels)
-    write_faiss(index, Path(path), "float")
+def _build_one(template: bytes, kind: IndexKind, rows: np.ndarray, start: int, path: str) -> int:
+    """Build one shard (labels = global positions ``start ..``) and write it; returns its rows.
+
+    ``template`` is the serialised empty (trained) index every shard starts from.
+    """
+    index = faiss.deserialize_index(np.frombuffer(template, dtype=np.uint8))
+    if not kind.takes_ids:
+        index = faiss.IndexIDMap2(index)
+    kind.add(index, np.ascontiguousarray(rows, dtype=np.float32), start)
+    kind.write(index, Path(path))
     return int(index.ntotal)
 
 
@@ -142,10 +121,10 @@ def build_sharded(
         vectors: ``[n, d]`` float32 L2-normalised embeddings (inner product = cosine).
         folder: Output folder (created; existing shard files are replaced).
         shards: Number of shards.
-        kind: ``flat``, ``hnsw`` or ``ivf`` (IVF-PQ), as in :mod:`xmodal.index.kinds`; ``auto``
-            decides by the size of one shard.
-        params: Overrides of :func:`~xmodal.index.kinds.default_params` (for IVF, computed for the
-            whole collection: all shards share one quantizer).
+        kind: A float kind name (:mod:`xmodal.index.kinds`); ``auto`` decides by the size of
+            one shard.
+        params: Overrides of the kind's default parameters (computed for the whole collection:
+            for IVF, all shards share one quantizer).
         ray: Build each shard in a Ray task (connects to ``address``, or starts a local Ray).
         address: Ray cluster address (with ``ray``).
         workers: Threads without Ray (default: ``min(shards, cpu count)``).
@@ -158,49 +137,51 @@ def build_sharded(
         raise ValueError(f"vectors must be a non-empty [n, d] array, got shape {vectors.shape}")
     n, dim = vectors.shape
     bounds = shard_bounds(n, shards)
-    kind = choose_kind(kind, "float", -(-n // len(bounds)) if kind == "auto" else n)
-    p = default_params(kind, "float", n, dim)
+    chosen = choose_kind(kind, "float", -(-n // len(bounds)) if kind == "auto" else n)
+    p = chosen.default_params(n, dim)
     p.update(params or {})
-    template: np.ndarray | None = None
-    if kind == "ivf":
-        trained = new_index("ivf", "float", dim, p, np.ascontiguousarray(vectors, dtype=np.float32))
-        template = faiss.serialize_index(trained)
+    train = np.ascontiguousarray(vectors, dtype=np.float32) if chosen.min_rows else None
+    template = bytes(faiss.serialize_index(chosen.new_index(dim, p, train)))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MERGED).unlink(missing_ok=True)
-    jobs = [
-        (template, kind, dim, p, start, stop, str(_shard_file(folder, s)))
-        for s, (start, stop) in enumerate(bounds)
-    ]
+    jobs = [(start, stop, str(_shard_file(folder, s))) for s, (start, stop) in enumerate(bounds)]
     if ray:
-        counts = _build_with_ray(vectors, jobs, address)
+        counts = _build_with_ray(vectors, template, chosen, jobs, address)
     else:
         import os
 
         pool = workers or min(len(jobs), os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=pool) as ex:
             futures = [
-                ex.submit(_build_one, t, kd, dim, pp, vectors[a:b], a, path)
-                for t, kd, dim, pp, a, b, path in jobs
+                ex.submit(_build_one, template, chosen, vectors[a:b], a, path)
+                for a, b, path in jobs
             ]
             counts = [f.result() for f in futures]
     if counts != [b - a for a, b in bounds]:
         raise RuntimeError(f"shards hold {counts} rows, expected {[b - a for a, b in bounds]}")
-    manifest = {"kind": kind, "dim": dim, "rows": n, "params": p, "bounds": bounds}
+    manifest = {"kind": chosen.name, "dim": dim, "rows": n, "params": p, "bounds": bounds}
     write_json_atomic(folder / MANIFEST, manifest)
     return manifest
 
 
-def _build_with_ray(vectors: np.ndarray, jobs: list[tuple], address: str | None) -> list[int]:
+def _build_with_ray(
+    vectors: np.ndarray,
+    template: bytes,
+    kind: IndexKind,
+    jobs: list[tuple[int, int, str]],
+    address: str | None,
+) -> list[int]:
     import ray
 
     from xmodal.distributed.ray_encode import _connect
 
     _connect(address, None)
     task = ray.remote(num_cpus=1)(_build_one)
+    shared = ray.put(template)
     refs = [
-        task.remote(t, kd, dim, pp, ray.put(np.ascontiguousarray(vectors[a:b])), a, path)
-        for t, kd, dim, pp, a, b, path in jobs
+        task.remote(shared, kind, ray.put(np.ascontiguousarray(vectors[a:b])), a, path)
+        for a, b, path in jobs
     ]
     return [int(c) for c in ray.get(refs)]
 
@@ -216,16 +197,18 @@ def merge_ivf(folder: str | Path) -> Path:
     """
     folder = Path(folder)
     manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    if manifest["kind"] != "ivf":
+    kind = get_kind("float", manifest["kind"])
+    if not kind.merges:
         raise ValueError(
-            f"{folder}: only ivf shards merge into one index, not {manifest['kind']!r}"
+            f"{folder}: only shards of a kind that merges (ivf) merge into one index, "
+            f"not {manifest['kind']!r}"
         )
-    merged = read_faiss(_shard_file(folder, 0), "float", "ivf", mmap=False)
+    merged = kind.read(_shard_file(folder, 0), mmap=False)
     for s in range(1, len(manifest["bounds"])):
-        other = read_faiss(_shard_file(folder, s), "float", "ivf", mmap=False)
+        other = kind.read(_shard_file(folder, s), mmap=False)
         merged.merge_from(other, 0)  # labels already global positions
     out = folder / MERGED
-    write_faiss(merged, out, "float")
+    kind.write(merged, out)
     return out
 
 
@@ -235,7 +218,8 @@ class ShardedIndex:
 
     Attributes:
         folder: The folder :func:`build_sharded` wrote.
-        kind: FAISS kind of every shard.
+        kind: Name of the FAISS kind of every shard.
+        dim: Embedding size.
         bounds: ``(start, stop)`` global rows of each shard.
         indexes: The FAISS shard indexes (or the single merged IVF index).
     """
@@ -245,6 +229,12 @@ class ShardedIndex:
     dim: int
     bounds: list[tuple[int, int]]
     indexes: list[Any]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def index_kind(self) -> IndexKind:
+        """The shards' :class:`~xmodal.index.kinds.IndexKind`."""
+        return get_kind("float", self.kind)
 
     @classmethod
     def open(cls, folder: str | Path, *, merged: bool = False, mmap: bool = True) -> ShardedIndex:
@@ -255,20 +245,20 @@ class ShardedIndex:
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{folder} holds no sharded index ({MANIFEST} missing)") from e
         kind, params = m["kind"], m["params"]
-        bounds = [tuple(b) for b in m["bounds"]]
+        bounds = [(int(a), int(b)) for a, b in m["bounds"]]
         if merged:
             files = [folder / MERGED]
         else:
             files = [_shard_file(folder, s) for s in range(len(bounds))]
+        index_kind = get_kind("float", kind)
         indexes = []
         for f in files:
-            index = faiss.read_index(str(f), faiss.IO_FLAG_MMAP if mmap and kind == "ivf" else 0)
-            target = faiss.extract_index_ivf(index) if kind == "ivf" else index
-            if kind == "hnsw":
-                target = faiss.downcast_index(index.index)
-            set_search_params(target, kind, params)
+            index = index_kind.read(f, mmap)
+            wrapped = isinstance(index, faiss.IndexIDMap2)
+            inner = faiss.downcast_index(index.index) if wrapped else index
+            index_kind.set_search_params(inner, params)
             indexes.append(index)
-        return cls(folder, kind, int(m["dim"]), bounds, indexes)  # type: ignore[arg-type]
+        return cls(folder, kind, int(m["dim"]), bounds, indexes, dict(params))
 
     @property
     def rows(self) -> int:

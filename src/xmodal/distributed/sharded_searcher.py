@@ -3,8 +3,8 @@
 ``build_index_ray(..., shards=N)`` (``xmodal index build --ray --shards N``) writes float shards
 of each collection under ``<index>/shards/<collection>``. :class:`ShardedSearcher` answers
 ``float`` searches without label filters from them (top-k merged across shards, ties by row
-position, exactly as the single index ranks; IVF-PQ shards re-rank their candidates exactly, as
-the single IVF-PQ index does); everything else (Hamming, two-stage, label
+position, exactly as the single index ranks; shards of a kind with a re-rank factor (IVF-PQ)
+re-rank their candidates exactly, as the single index does); everything else (Hamming, two-stage, label
 filters) and indexes whose shards are missing or older than the current version use the single
 index.
 """
@@ -21,8 +21,9 @@ import numpy as np
 
 from xmodal.distributed.sharded import MANIFEST, ShardedIndex
 from xmodal.search import Searcher
-from xmodal.search.engine import Mode, rerank_exact, rerank_factor
+from xmodal.search.engine import Mode, rerank_exact
 from xmodal.search.results import Hits
+from xmodal.search.searcher import Target
 
 __all__ = ["ShardedSearcher"]
 
@@ -58,7 +59,7 @@ class ShardedSearcher(Searcher):
 
     def search(
         self,
-        target: str,  # type: ignore[override]
+        target: Target,
         *,
         vectors: np.ndarray | None = None,
         codes: np.ndarray | None = None,
@@ -70,7 +71,7 @@ class ShardedSearcher(Searcher):
         shard = self._shards.get(target)
         if shard is None or mode != "float" or labels is not None or vectors is None:
             return super().search(
-                target, vectors=vectors, codes=codes, k=k, mode=mode, labels=labels,  # type: ignore[arg-type]
+                target, vectors=vectors, codes=codes, k=k, mode=mode, labels=labels,
                 candidates=candidates,
             )  # fmt: skip
         if not isinstance(k, int | np.integer) or k < 1:
@@ -78,8 +79,8 @@ class ShardedSearcher(Searcher):
         snap = self.snapshot
         q = self._check_vectors(vectors, snap)
         col = snap.collections[target]
-        factor = rerank_factor(col) if shard.kind == "ivf" else 0
-        if factor > 1:  # as the single IVF-PQ index: exact re-rank of factor x k PQ candidates
+        factor = shard.index_kind.rerank_factor(shard.params)
+        if factor > 1:  # as the single index (IVF-PQ): exact re-rank of factor x k candidates
             _, cand = shard.search(q, int(k) * factor)
             pos, scores, _ = rerank_exact(col, q, cand, int(k))
         else:

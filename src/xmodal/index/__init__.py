@@ -11,7 +11,7 @@
 Search it with :class:`xmodal.search.Searcher`. Pieces:
 
 * :mod:`~xmodal.index.export` — embeddings and codes from any run (hash head, ITQ or random).
-* :mod:`~xmodal.index.models` — how an index encodes queries and new items (run or dual encoder).
+* :mod:`~xmodal.index.embedders` — how an index encodes queries and new items (run or dual encoder).
 * :mod:`~xmodal.index.kinds` — FAISS index kinds and the ``auto`` rule.
 * :mod:`~xmodal.index.writer` — create / append / delete as atomic new versions (arrays in).
 * :mod:`~xmodal.index.snapshot` — open a committed version read-only, memory-mapped, verified.
@@ -27,21 +27,22 @@ from typing import TYPE_CHECKING, Any
 
 from xmodal.index.coding import build_index_from_vectors
 from xmodal.index.items import EncodedItems, check_bits
-from xmodal.index.kinds import KINDS, choose_kind
-from xmodal.index.manifest import IndexFormatError, Manifest, is_index_dir
+from xmodal.index.kinds import IndexKind, choose_kind, get_kind, kind_names, register_kind
+from xmodal.index.manifest import IndexFormatError, IndexManifest, is_index_dir
 from xmodal.index.snapshot import Snapshot
-from xmodal.index.writer import append_items, create_index, delete_items
+from xmodal.index.writer import IndexWriter, append_items, create_index, delete_items
 
 if TYPE_CHECKING:
     from xmodal.index.build import add_to_index, build_index, remove_from_index
     from xmodal.index.export import Export, export_run
 
 __all__ = [
-    "KINDS",
     "EncodedItems",
     "Export",
     "IndexFormatError",
-    "Manifest",
+    "IndexKind",
+    "IndexManifest",
+    "IndexWriter",
     "Snapshot",
     "add_to_index",
     "append_items",
@@ -52,7 +53,10 @@ __all__ = [
     "create_index",
     "delete_items",
     "export_run",
+    "get_kind",
     "is_index_dir",
+    "kind_names",
+    "register_kind",
     "remove_from_index",
 ]
 
@@ -65,7 +69,20 @@ _LAZY = {
 }
 
 
+#: Old names that keep working behind a DeprecationWarning.
+_RENAMED = {"Manifest": "IndexManifest"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        import warnings
+
+        warnings.warn(
+            f"xmodal.index.{name} is now xmodal.index.{_RENAMED[name]}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[_RENAMED[name]]
     # model-backed functions import torch: load them on first use
     if name in _LAZY:
         import importlib

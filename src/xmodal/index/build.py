@@ -20,9 +20,9 @@ from typing import Any
 
 from xmodal.datasets import Dataset, load_dataset
 from xmodal.index.coding import load_code_choice, save_rotation
+from xmodal.index.embedders import load_model
 from xmodal.index.export import encode_items, export_dataset, make_model
-from xmodal.index.manifest import VERSIONS, Manifest, read_manifest, read_pointer
-from xmodal.index.models import load_model
+from xmodal.index.manifest import VERSIONS, IndexManifest, read_manifest, read_pointer
 from xmodal.index.snapshot import ROTATION
 from xmodal.index.writer import OnExists, append_items, create_index, delete_items
 
@@ -47,7 +47,7 @@ def build_index(
     device: str | None = None,
     on_bad: str = "error",
     progress: bool = True,
-) -> Manifest:
+) -> IndexManifest:
     """Index every record of ``data`` (images with or without captions).
 
     Args:
@@ -109,7 +109,7 @@ def add_to_index(
     device: str | None = None,
     on_bad: str = "error",
     progress: bool = True,
-) -> Manifest:
+) -> IndexManifest:
     """Encode the records of ``data`` with the index's own model and codes, and add them.
 
     Raises:
@@ -129,6 +129,6 @@ def add_to_index(
 
 def remove_from_index(
     index_dir: str | Path, ids: Sequence[str], *, missing_ok: bool = False
-) -> Manifest:
+) -> IndexManifest:
     """Remove items by id (their image and caption rows)."""
     return delete_items(index_dir, ids, missing_ok=missing_ok)

@@ -20,7 +20,7 @@ from xmodal.datasets.record import Record
 from xmodal.evaluation import pack_codes
 from xmodal.index.codes import CodeRotation, fit_rotation
 from xmodal.index.items import EncodedItems, check_bits
-from xmodal.index.manifest import Manifest
+from xmodal.index.manifest import IndexManifest
 from xmodal.index.snapshot import ROTATION
 from xmodal.index.writer import create_index
 
@@ -64,7 +64,7 @@ def save_rotation(rotation: CodeRotation, path: Path) -> None:
         rotation.save(f)  # type: ignore[arg-type]
 
 
-def load_code_choice(folder: Path, manifest: Manifest) -> CodeChoice:
+def load_code_choice(folder: Path, manifest: IndexManifest) -> CodeChoice:
     """How a committed version makes codes (its rotation read from ``rotation.npz``)."""
     spec = manifest.codes
     rotation = None
@@ -98,7 +98,7 @@ def build_index_from_vectors(
     overwrite: bool = False,
     seed: int = 0,
     rotation: CodeRotation | None = None,
-) -> Manifest:
+) -> IndexManifest:
     """Index precomputed embeddings (no model: query the index with vectors).
 
     Codes are the sign of an ITQ (``codes="itq"``) or random rotation fitted on at most

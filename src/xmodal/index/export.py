@@ -27,8 +27,8 @@ import numpy as np
 from xmodal.datasets import Dataset, load_dataset
 from xmodal.index.codes import CodeRotation, fit_rotation
 from xmodal.index.coding import CodeChoice, save_rotation
+from xmodal.index.embedders import DualEncoderModel, EmbeddedDataset, IndexModel, RunModel
 from xmodal.index.items import EncodedItems, check_bits
-from xmodal.index.models import DualEncoderModel, EmbeddedDataset, IndexModel, RunModel
 from xmodal.io import atomic_write, write_json_atomic
 
 __all__ = [

@@ -42,7 +42,7 @@ __all__ = [
     "VERSIONS",
     "CollectionInfo",
     "IndexFormatError",
-    "Manifest",
+    "IndexManifest",
     "Pointer",
     "file_sha256",
     "is_index_dir",
@@ -123,8 +123,8 @@ class CollectionInfo:
 
     Attributes:
         count: Rows.
-        float_kind: ``flat``, ``hnsw`` or ``ivf`` (IVF-PQ).
-        binary_kind: ``flat``, ``hnsw`` or ``ivf``.
+        float_kind: Name of the float index's kind (:mod:`xmodal.index.kinds`).
+        binary_kind: Name of the binary index's kind.
         params: Index parameters (HNSW ``M``, IVF ``nlist``, PQ ``m``, search defaults).
         raw: Extra raw arrays kept beside lossy or partitioned indexes (``vectors``, ``codes``).
     """
@@ -135,9 +135,15 @@ class CollectionInfo:
     params: dict[str, Any] = field(default_factory=dict)
     raw: list[str] = field(default_factory=list)
 
+    def kind_name(self, family: str) -> str:
+        """The index kind of the ``float`` or ``binary`` family."""
+        if family not in ("float", "binary"):
+            raise ValueError(f"family must be float or binary, got {family!r}")
+        return self.float_kind if family == "float" else self.binary_kind
+
 
 @dataclass
-class Manifest:
+class IndexManifest:
     """``manifest.json`` of one version.
 
     Attributes:
@@ -168,7 +174,7 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, where: Path) -> Manifest:
+    def from_json(cls, text: str, where: Path) -> IndexManifest:
         """Parse, checking the format tag."""
         try:
             raw = json.loads(text)
@@ -182,7 +188,7 @@ class Manifest:
             raise IndexFormatError(where, f"unreadable manifest ({e})") from e
 
 
-def read_manifest(version_dir: Path, expected_sha256: str | None = None) -> Manifest:
+def read_manifest(version_dir: Path, expected_sha256: str | None = None) -> IndexManifest:
     """Read a version's manifest, checking it against the pointer's checksum when given.
 
     Raises:
@@ -197,10 +203,10 @@ def read_manifest(version_dir: Path, expected_sha256: str | None = None) -> Mani
         raise IndexFormatError(path, f"cannot read the manifest ({e})") from e
     if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
         raise IndexFormatError(path, "manifest checksum does not match CURRENT (corrupt file)")
-    return Manifest.from_json(data.decode("utf-8", errors="replace"), path)
+    return IndexManifest.from_json(data.decode("utf-8", errors="replace"), path)
 
 
-def verify_files(version_dir: Path, manifest: Manifest, checksums: bool = True) -> None:
+def verify_files(version_dir: Path, manifest: IndexManifest, checksums: bool = True) -> None:
     """Check that every file the manifest lists exists with its size (and SHA-256).
 
     Raises:

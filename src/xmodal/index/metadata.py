@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from xmodal.datasets.record import Record
+from xmodal.index.closing import Closing
 
 __all__ = ["ItemMeta", "MetadataReader", "MetadataWriter", "TextMeta"]
 
@@ -75,93 +76,11 @@ def _path_of(record: Record) -> str | None:
     return str(Path(record.image).resolve())
 
 
-class MetadataWriter:
-    """Writes one version's database (a fresh one, or a copy of the previous version's)."""
-
-    def __init__(self, path: str | Path, create: bool) -> None:
-        self.path = Path(path)
-        self.conn = sqlite3.connect(self.path, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=DELETE")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        if create:
-            self.conn.executescript(_SCHEMA)
-
-    def insert(
-        self,
-        records: Sequence[Record],
-        item_ids: np.ndarray,
-        text_ids: np.ndarray,
-        text_owner: np.ndarray,
-    ) -> None:
-        """Insert ``records`` with their stable ids, and one ``texts`` row per caption."""
-        caption_rows: list[tuple[int, int, int, str]] = []
-        j = 0
-        for i, r in enumerate(records):
-            for pos, caption in enumerate(r.captions):
-                if text_owner[j] != i:
-                    raise ValueError("text rows are not in record order")
-                caption_rows.append((int(text_ids[j]), int(item_ids[i]), pos, caption))
-                j += 1
-        cur = self.conn.cursor()
-        cur.execute("BEGIN")
-        try:
-            cur.executemany(
-                "INSERT INTO items (id, key, path, captions, labels, extra) VALUES (?,?,?,?,?,?)",
-                (
-                    (
-                        int(item_ids[i]),
-                        r.id,
-                        _path_of(r),
-                        json.dumps(list(r.captions), ensure_ascii=False),
-                        json.dumps(list(r.labels), ensure_ascii=False),
-                        json.dumps(r.extra, ensure_ascii=False, default=str),
-                    )
-                    for i, r in enumerate(records)
-                ),
-            )
-            cur.executemany(
-                "INSERT INTO texts (id, item, position, caption) VALUES (?,?,?,?)", caption_rows
-            )
-            cur.executemany(
-                "INSERT OR IGNORE INTO labels (label, item) VALUES (?,?)",
-                ((lab, int(item_ids[i])) for i, r in enumerate(records) for lab in r.labels),
-            )
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-
-    def delete(self, item_ids: Sequence[int]) -> None:
-        """Delete items, their captions and their labels."""
-        cur = self.conn.cursor()
-        cur.execute("BEGIN")
-        try:
-            for chunk in _chunks(item_ids):
-                marks = ",".join("?" * len(chunk))
-                for table, column in (("items", "id"), ("texts", "item"), ("labels", "item")):
-                    cur.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", chunk)
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-
-    def close(self) -> None:
-        """Close; the file is complete (no journal left) once this returns."""
-        self.conn.close()
-
-
-class MetadataReader:
-    """Read-only access to one committed version's database (thread-safe)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
-        self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-        self._lock = threading.Lock()
+class _Queries:
+    """The read queries, over whatever connection a subclass holds (:meth:`_query`)."""
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._conn.execute(sql, args).fetchall()
+        raise NotImplementedError
 
     def count(self, table: str) -> int:
         """Rows of ``items`` or ``texts``."""
@@ -255,7 +174,102 @@ class MetadataReader:
         """Every label in the index, sorted."""
         return [r[0] for r in self._query("SELECT DISTINCT label FROM labels ORDER BY label")]
 
+
+
+class MetadataReader(_Queries, Closing):
+    """Read-only access to one committed version's database (thread-safe; a context manager
+    that closes it)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
+        self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        self._lock = threading.Lock()
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
             self._conn.close()
+
+
+class MetadataWriter(_Queries, Closing):
+    """Writes one version's database (a fresh one, or a copy of the previous version's), and
+    reads what it holds so far; a context manager that closes it."""
+
+    def __init__(self, path: str | Path, create: bool) -> None:
+        self.path = Path(path)
+        self.conn = sqlite3.connect(self.path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=DELETE")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        if create:
+            self.conn.executescript(_SCHEMA)
+
+    def insert(
+        self,
+        records: Sequence[Record],
+        item_ids: np.ndarray,
+        text_ids: np.ndarray,
+        text_owner: np.ndarray,
+    ) -> None:
+        """Insert ``records`` with their stable ids, and one ``texts`` row per caption."""
+        caption_rows: list[tuple[int, int, int, str]] = []
+        j = 0
+        for i, r in enumerate(records):
+            for pos, caption in enumerate(r.captions):
+                if text_owner[j] != i:
+                    raise ValueError("text rows are not in record order")
+                caption_rows.append((int(text_ids[j]), int(item_ids[i]), pos, caption))
+                j += 1
+        cur = self.conn.cursor()
+        cur.execute("BEGIN")
+        try:
+            cur.executemany(
+                "INSERT INTO items (id, key, path, captions, labels, extra) VALUES (?,?,?,?,?,?)",
+                (
+                    (
+                        int(item_ids[i]),
+                        r.id,
+                        _path_of(r),
+                        json.dumps(list(r.captions), ensure_ascii=False),
+                        json.dumps(list(r.labels), ensure_ascii=False),
+                        json.dumps(r.extra, ensure_ascii=False, default=str),
+                    )
+                    for i, r in enumerate(records)
+                ),
+            )
+            cur.executemany(
+                "INSERT INTO texts (id, item, position, caption) VALUES (?,?,?,?)", caption_rows
+            )
+            cur.executemany(
+                "INSERT OR IGNORE INTO labels (label, item) VALUES (?,?)",
+                ((lab, int(item_ids[i])) for i, r in enumerate(records) for lab in r.labels),
+            )
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def delete(self, item_ids: Sequence[int]) -> None:
+        """Delete items, their captions and their labels."""
+        cur = self.conn.cursor()
+        cur.execute("BEGIN")
+        try:
+            for chunk in _chunks(item_ids):
+                marks = ",".join("?" * len(chunk))
+                for table, column in (("items", "id"), ("texts", "item"), ("labels", "item")):
+                    cur.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", chunk)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        """Close; the file is complete (no journal left) once this returns."""
+        self.conn.close()

@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from xmodal.index.closing import Closing
 from xmodal.index.codes import CodeRotation
-from xmodal.index.kinds import read_faiss, set_search_params, stored_rows
+from xmodal.index.kinds import Family, IndexKind, get_kind
 from xmodal.index.manifest import (
     VERSIONS,
     CollectionInfo,
     IndexFormatError,
-    Manifest,
+    IndexManifest,
     read_manifest,
     read_pointer,
     verify_files,
@@ -77,6 +78,18 @@ class Collection:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
+    def kind(self, family: Family) -> IndexKind:
+        """The kind of the ``float`` or ``binary`` index."""
+        return get_kind(family, self.info.kind_name(family))
+
+    def index(self, family: Family) -> Any:
+        """The ``float`` or ``binary`` FAISS index."""
+        return self.float_index if family == "float" else self.binary_index
+
+    def params(self, family: Family) -> dict[str, Any]:
+        """The stored parameters of the ``float`` or ``binary`` index."""
+        return dict(self.info.params.get(family, {}))
+
     def positions(self, stable_ids: np.ndarray) -> np.ndarray:
         """Row positions of ``stable_ids`` (ids not in this collection are dropped)."""
         stable_ids = np.asarray(stable_ids, dtype=np.int64)
@@ -98,10 +111,12 @@ def _load_collection(
         raise fail(f"ids.npy holds {ids.dtype} {ids.shape}, manifest says {info.count} int64 ids")
     if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
         raise fail("ids.npy is not strictly ascending")
-    fidx = read_faiss(folder / collection_file(name, "float.faiss"), "float", info.float_kind, mmap)
-    bidx = read_faiss(
-        folder / collection_file(name, "binary.faiss"), "binary", info.binary_kind, mmap
-    )
+    try:
+        fkind, bkind = get_kind("float", info.float_kind), get_kind("binary", info.binary_kind)
+    except ValueError as e:  # written with a kind this process has not registered
+        raise fail(str(e)) from None
+    fidx = fkind.read(folder / collection_file(name, "float.faiss"), mmap)
+    bidx = bkind.read(folder / collection_file(name, "binary.faiss"), mmap)
     if fidx.ntotal != info.count or fidx.d != dim:
         raise fail(
             f"float index has {fidx.ntotal} rows of {fidx.d}-d, manifest says {info.count} of {dim}-d"
@@ -110,14 +125,14 @@ def _load_collection(
         raise fail(
             f"binary index has {bidx.ntotal} rows of {bidx.d} bits, manifest says {info.count} of {bits}"
         )
-    set_search_params(fidx, info.float_kind, info.params.get("float", {}))
-    set_search_params(bidx, info.binary_kind, info.params.get("binary", {}))
-    vectors = stored_rows(fidx, "float")
+    fkind.set_search_params(fidx, info.params.get("float", {}))
+    bkind.set_search_params(bidx, info.params.get("binary", {}))
+    vectors = fkind.stored_rows(fidx)
     if vectors is None:
         vectors = np.load(
             folder / collection_file(name, "vectors.npy"), mmap_mode="r" if mmap else None
         )
-    codes = stored_rows(bidx, "binary")
+    codes = bkind.stored_rows(bidx)
     if codes is None:
         codes = np.load(
             folder / collection_file(name, "codes.npy"), mmap_mode="r" if mmap else None
@@ -143,8 +158,11 @@ def _load_collection(
 
 
 @dataclass
-class Snapshot:
-    """One committed, immutable version of an index.
+class Snapshot(Closing):
+    """One committed, immutable version of an index; a context manager that closes it::
+
+        with Snapshot.open("indexes/emoji") as snap:
+            print(snap.version, len(snap.collections["image"]))
 
     Attributes:
         index_dir: The index folder.
@@ -157,7 +175,7 @@ class Snapshot:
 
     index_dir: Path
     folder: Path
-    manifest: Manifest
+    manifest: IndexManifest
     collections: dict[str, Collection]
     meta: MetadataReader = field(repr=False)
     rotation: CodeRotation | None = field(default=None, repr=False)

@@ -16,14 +16,14 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from xmodal.index.manifest import (
     MANIFEST,
     POINTER,
     VERSIONS,
-    Manifest,
+    IndexManifest,
     Pointer,
     file_sha256,
     read_pointer,
@@ -96,6 +96,9 @@ def _fsync_file(path: Path) -> None:
 class VersionWriter:
     """Builds one new version folder; call :meth:`commit` to publish it (under the writer lock).
 
+    :class:`~xmodal.index.writer.IndexWriter` drives it: :meth:`abort` when its ``with`` block
+    fails.
+
     Args:
         index_dir: The index folder.
         parent: The committed version this one replaces (``None`` for a first build).
@@ -122,6 +125,11 @@ class VersionWriter:
         _fsync_file(p)
         self.files[name] = {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
 
+    def write(self, name: str, save: Callable[[Path], object]) -> None:
+        """Write the file ``name`` with ``save(path)``, then :meth:`finish_file` it."""
+        save(self.path(name))
+        self.finish_file(name)
+
     def link(self, source_dir: Path, name: str, info: dict[str, int | str] | None = None) -> None:
         """Take file ``name`` unchanged from ``source_dir`` (hard link; copy where links fail)."""
         src, dst = source_dir / name, self.path(name)
@@ -135,7 +143,7 @@ class VersionWriter:
         else:
             self.files[name] = dict(info)
 
-    def commit(self, manifest: Manifest, keep_parent: bool = True) -> Manifest:
+    def commit(self, manifest: IndexManifest, keep_parent: bool = True) -> IndexManifest:
         """Write the manifest, publish the folder as the next version and point ``CURRENT`` at it."""
         manifest.files = dict(sorted(self.files.items()))
         version = self._next_version()

@@ -5,9 +5,11 @@ stable ids. Rankings are deterministic: equal scores (frequent with Hamming dist
 ordered by row position, i.e. by insertion order.
 
 Filters (``allowed``: the sorted row positions that may be returned) go to FAISS as an
-``IDSelectorBitmap`` where the index supports one (flat, HNSW, IVF-PQ, binary flat, binary
-HNSW); small filters (at most :data:`EXACT_FILTER_MAX` rows) and binary IVF indexes are searched
-exactly over the allowed rows instead. Queries whose filtered graph/cluster search came back
+``IDSelectorBitmap`` where the index's kind gives search parameters
+(:meth:`~xmodal.index.kinds.IndexKind.search_parameters`: flat, HNSW, IVF-PQ, binary flat, binary
+HNSW); small filters (at most :data:`EXACT_FILTER_MAX` rows) and kinds without them (binary IVF)
+are searched exactly over the allowed rows instead. Every ranking is
+:func:`xmodal.search.ranking.top_k`'s. Queries whose filtered graph/cluster search came back
 short are redone exactly.
 """
 
@@ -18,7 +20,9 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
+from xmodal.index.kinds import Family
 from xmodal.index.snapshot import Collection
+from xmodal.search.ranking import best_first, top_k
 
 __all__ = ["EXACT_FILTER_MAX", "MODES", "Mode", "rerank_exact", "rerank_factor", "search_collection"]
 
@@ -29,69 +33,6 @@ MODES = ("float", "hamming", "two-stage")
 EXACT_FILTER_MAX = 20_000
 #: Bytes of gathered float rows per re-ranking chunk.
 _RERANK_BYTES = 1 << 26
-_INT_PAD = np.iinfo(np.int32).max
-
-
-def _sortable(scores: np.ndarray, higher_better: bool) -> np.ndarray:
-    """uint32 keys whose ascending order is best-first order of float32 or int32 ``scores``."""
-    if scores.dtype.kind == "i":
-        v = scores.astype(np.int64) + (1 << 31)
-        v = v.astype(np.uint32)
-    else:
-        bits = np.ascontiguousarray(scores, dtype=np.float32).view(np.uint32)
-        # IEEE-754 -> unsigned order: flip the sign bit of positives, every bit of negatives
-        v = np.where(bits >> 31 == 1, ~bits, bits | np.uint32(1 << 31))
-    return ~v if higher_better else v
-
-
-def _sorted(
-    scores: np.ndarray, positions: np.ndarray, higher_better: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ordered best first, equal scores by position, padding (position -1) last.
-
-    One ``np.sort`` of 64-bit keys ``score rank << 32 | position`` per row (positions < 2**32).
-    """
-    key = (_sortable(scores, higher_better).astype(np.uint64) << np.uint64(32)) | (
-        positions.astype(np.uint64) & np.uint64(0xFFFFFFFF)
-    )
-    pad = positions < 0
-    key[pad] = np.iinfo(np.uint64).max
-    key.sort(axis=1)
-    pad = key == np.iinfo(np.uint64).max
-    pos = (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    pos[pad] = -1
-    v = (key >> np.uint64(32)).astype(np.uint32)
-    if higher_better:
-        v = ~v
-    if scores.dtype.kind == "i":
-        out = (v.astype(np.int64) - (1 << 31)).astype(scores.dtype)
-        out[pad] = np.iinfo(scores.dtype).max
-    else:
-        bits = np.where(v >> 31 == 1, v & np.uint32(0x7FFFFFFF), ~v)
-        out = bits.view(np.float32)
-        out[pad] = -np.inf if higher_better else np.inf
-    return out, pos
-
-
-def _topk_dense(
-    scores: np.ndarray, candidates: np.ndarray, k: int, higher_better: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``k`` of a dense ``[q, m]`` score matrix over candidate positions ``[m]``."""
-    q, m = scores.shape
-    k = min(k, m)
-    if k == 0:
-        return np.zeros((q, 0), scores.dtype), np.zeros((q, 0), np.int64)
-    s = scores if higher_better else -scores.astype(np.float64)
-    if k < m:
-        # the k-th best score; keep every candidate at least as good (ties decided by position)
-        kth = -np.partition(-s, k - 1, axis=1)[:, k - 1 : k]
-        keep = s >= kth
-    else:
-        keep = np.ones_like(s, dtype=bool)
-    pos = np.broadcast_to(candidates, (q, m))
-    key = np.where(keep, -s, np.inf)
-    order = np.lexsort((pos, key), axis=1)[:, :k]
-    return np.take_along_axis(scores, order, 1), np.take_along_axis(pos, order, 1)
 
 
 def _selector(allowed: np.ndarray, n: int) -> tuple[Any, np.ndarray]:
@@ -101,22 +42,11 @@ def _selector(allowed: np.ndarray, n: int) -> tuple[Any, np.ndarray]:
     return faiss.IDSelectorBitmap(n, faiss.swig_ptr(bitmap)), bitmap
 
 
-def _params(index: Any, kind: str, selector: Any) -> Any | None:
-    """Search parameters carrying ``selector`` (and the index's own search settings)."""
-    if kind == "flat":
-        return faiss.SearchParameters(sel=selector)
-    if kind == "hnsw":
-        return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
-    if kind == "ivf" and isinstance(index, faiss.Index):
-        return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
-    return None  # binary IVF takes no search parameters
-
-
 def _float_exact(
     col: Collection, q: np.ndarray, k: int, allowed: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     scores = q @ np.asarray(col.vectors[allowed], dtype=np.float32).T
-    return _topk_dense(scores, allowed, k, higher_better=True)
+    return top_k(scores, allowed, k)
 
 
 def _hamming_exact(
@@ -130,11 +60,10 @@ def _hamming_exact(
 
 
 def _search(
-    col: Collection, family: str, queries: np.ndarray, k: int, allowed: np.ndarray | None
+    col: Collection, family: Family, queries: np.ndarray, k: int, allowed: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(scores or distances, positions)`` of the ``k`` best rows, unsorted ties."""
-    index = col.float_index if family == "float" else col.binary_index
-    kind = col.info.float_kind if family == "float" else col.info.binary_kind
+    index = col.index(family)
     exact = _float_exact if family == "float" else _hamming_exact
     n = len(col)
     if n == 0 or (allowed is not None and len(allowed) == 0):
@@ -145,7 +74,11 @@ def _search(
         return index.search(queries, min(k, n))
     k = min(k, len(allowed))
     selector, bitmap = _selector(allowed, n)
-    params = _params(index, kind, selector) if len(allowed) > EXACT_FILTER_MAX else None
+    params = (
+        col.kind(family).search_parameters(index, selector)
+        if len(allowed) > EXACT_FILTER_MAX
+        else None
+    )
     if params is None:
         return exact(col, queries, k, allowed)
     scores, positions = index.search(queries, k, params=params)
@@ -190,10 +123,10 @@ def search_collection(
             pos, scores, _ = rerank_exact(col, vectors, pos, k)  # type: ignore[arg-type]
             return pos, scores, None
         scores, pos = _search(col, "float", vectors, k, allowed)  # type: ignore[arg-type]
-        scores, pos = _sorted(scores, pos, higher_better=True)
+        scores, pos = top_k(scores, pos, k)
         return pos, scores, None
     dist, pos = _search(col, "binary", codes, k if mode == "hamming" else candidates, allowed)  # type: ignore[arg-type]
-    dist, pos = _sorted(dist, pos, higher_better=False)
+    dist, pos = top_k(dist, pos, dist.shape[1], higher_better=False)
     dist = np.where(pos < 0, -1, dist).astype(np.int32, copy=False)
     if mode == "hamming":
         scores = np.where(pos < 0, -np.inf, (-dist).astype(np.float32)).astype(np.float32)  # 0, not -0
@@ -203,9 +136,7 @@ def search_collection(
 
 def rerank_factor(col: Collection) -> int:
     """How many PQ candidates per wanted row an IVF-PQ float index re-ranks exactly (0: none)."""
-    if col.info.float_kind != "ivf":
-        return 0
-    return int(col.info.params.get("float", {}).get("rerank_factor", 0))
+    return col.kind("float").rerank_factor(col.params("float"))
 
 
 def rerank_exact(
@@ -234,13 +165,10 @@ def rerank_exact(
             b - a, c, d
         )
         scores = np.einsum("qcd,qd->qc", rows, vectors[a:b], optimize=False)
-        scores[block < 0] = -np.inf
-        key = np.where(block < 0, np.inf, -scores.astype(np.float64))
-        if k < c:
-            kth = np.partition(key, k - 1, axis=1)[:, k - 1 : k]
-            key = np.where(key <= kth, key, np.inf)
-        order = np.lexsort((np.where(block < 0, np.iinfo(np.int64).max, block), key), axis=1)[:, :k]
+        order = best_first(scores, block, k)
         out_pos[a:b] = np.take_along_axis(block, order, 1)
         out_score[a:b] = np.take_along_axis(scores, order, 1)
         out_dist[a:b] = np.take_along_axis(dist[a:b], order, 1)
+    pad = out_pos < 0
+    out_score[pad], out_dist[pad] = -np.inf, -1
     return out_pos, out_score, out_dist

@@ -4,11 +4,11 @@
 
     from xmodal.search import Searcher
 
-    searcher = Searcher("indexes/emoji")
-    for r in searcher.text_to_image("a smiling cat", k=5):
-        print(r.rank, r.id, r.score, r.image)
-    searcher.image_to_text("photo.jpg", k=3, mode="two-stage", candidates=1000)
-    searcher.text_to_image(["a dog", "a cat"], k=10, labels=["animal"])   # a batch: list of lists
+    with Searcher("indexes/emoji") as searcher:
+        for r in searcher.text_to_image("a smiling cat", k=5):
+            print(r.rank, r.id, r.score, r.image)
+        searcher.image_to_text("photo.jpg", k=3, mode="two-stage", candidates=1000)
+        searcher.text_to_image(["a dog", "a cat"], k=10, labels=["animal"])  # a batch
 
 Queries are texts, image paths or PIL images (encoded with the index's own model: the run's
 encoders and heads, or the zero-shot dual encoder), or precomputed joint-space embeddings
@@ -33,13 +33,14 @@ import numpy as np
 from PIL import Image
 
 from xmodal.evaluation import pack_codes
+from xmodal.index.closing import Closing
 from xmodal.index.manifest import read_pointer
 from xmodal.index.snapshot import Snapshot
 from xmodal.search.engine import MODES, Mode, search_collection
 from xmodal.search.results import Hits, Result
 
 if TYPE_CHECKING:
-    from xmodal.index.models import Embedded, IndexModel
+    from xmodal.index.embedders import Embedded, IndexModel
 
 __all__ = ["ImageQuery", "Searcher"]
 
@@ -50,7 +51,7 @@ TextQuery = str | Sequence[str] | np.ndarray
 ImageQueries = ImageQuery | Sequence[ImageQuery] | np.ndarray
 
 
-class Searcher:
+class Searcher(Closing):
     """Search an index built by :func:`xmodal.index.build_index` (or ``xmodal index build``).
 
     Args:
@@ -107,7 +108,7 @@ class Searcher:
     # --- encoding ------------------------------------------------------------------------------
     def model(self) -> IndexModel:
         """The index's model (loaded on first use)."""
-        from xmodal.index.models import load_model  # imports torch
+        from xmodal.index.embedders import load_model  # imports torch
 
         for attempt in range(2):
             snap = self._snapshot
