@@ -92,10 +92,13 @@ def test_tfidf_run_reuses_its_fitted_vocabulary(emoji_slice: Path, cache: Path, 
 
 
 def test_contact_sheet_is_self_contained_html(tmp_path: Path) -> None:
-    from xmodal.pipeline import Hit
+    from xmodal.search import Result
 
     image = next((demo_data_path() / "images").iterdir())
-    hits = [Hit(1, "a", 0.9, str(image), ("grinning <face>",)), Hit(2, "b", 0.5, None, ())]
+    hits = [
+        Result(1, "a", 0.9, "image", 0, str(image), None, ("grinning <face>",), ()),
+        Result(2, "b", 0.5, "image", 1, None, None, (), ()),
+    ]
     page = write_contact_sheet({"a query & more": hits}, tmp_path / "sheet.html").read_text()
     assert "data:image/png;base64," in page
     assert "grinning &lt;face&gt;" in page and "a query &amp; more" in page

@@ -295,7 +295,9 @@ def index_build(
         int | None, typer.Option(help="Code length (16/32/64/128); default: head's, else 64.")
     ] = None,
     codes: Annotated[str, typer.Option(help="auto, head, itq or random.")] = "auto",
-    kind: Annotated[str, typer.Option(help="auto, flat, hnsw or ivf.")] = "auto",
+    kind: Annotated[
+        str, typer.Option(help="auto or an index kind name (`xmodal list` shows them).")
+    ] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     on_bad: Annotated[str, typer.Option(help="error or skip bad input.")] = "error",
@@ -375,14 +377,14 @@ def index_info(
     from xmodal.index import Snapshot
 
     try:
-        snap = Snapshot.open(index_dir)
+        with Snapshot.open(index_dir) as snap:
+            manifest = snap.manifest
     except (XmodalError, ValueError, FileNotFoundError) as e:
         _fail(e)
     if as_json:
-        typer.echo(snap.manifest.to_json())
+        typer.echo(manifest.to_json())
     else:
-        _index_summary(snap.manifest, index_dir)
-    snap.close()
+        _index_summary(manifest, index_dir)
 
 
 def _search_run(
@@ -429,21 +431,20 @@ def search(
         if is_index_dir(target):
             from xmodal.search import Searcher
 
-            searcher = Searcher(target)
-            fn = {
-                ("text", "image"): searcher.text_to_image, ("text", "text"): searcher.text_to_text,
-                ("image", "image"): searcher.image_to_image, ("image", "text"): searcher.image_to_text,
+            direction = {
+                ("text", "image"): "text_to_image", ("text", "text"): "text_to_text",
+                ("image", "image"): "image_to_image", ("image", "text"): "image_to_text",
             }.get(("text" if query is not None else "image", to or "image"))  # fmt: skip
-            if fn is None:
+            if direction is None:
                 raise ValueError(f"--to must be image or text, got {to!r}")
-            results = fn(
-                query if query is not None else image,
-                k,
-                labels=label,
-                mode=mode,
-                candidates=candidates,
-            )  # type: ignore[operator]
-            rows = [r.to_dict() for r in results]
+            with Searcher(target) as searcher:
+                results: list[Any] = getattr(searcher, direction)(
+                    query if query is not None else image,
+                    k,
+                    labels=label,
+                    mode=mode,
+                    candidates=candidates,
+                )
         elif not (target / "config.json").is_file():
             raise ValueError(
                 f"{target} is neither an index (no CURRENT file) nor a run directory "
@@ -453,19 +454,13 @@ def search(
             if to not in (None, "image") or label or mode != "float":
                 raise ValueError("--to, --label and --mode need an index, not a run directory")
             results = _search_run(target, query, image, data, k, cache_dir)
-            rows = [h.__dict__ for h in results]
+        rows = [r.to_dict() for r in results]
     except (XmodalError, ValueError, FileNotFoundError, ImportError) as e:
         _fail(e)
     if html_out is not None:
-        from xmodal.search import Result, write_results_html
+        from xmodal.search import write_results_html
 
-        as_results = [
-            r if isinstance(r, Result) else Result(
-                r.rank, r.id, r.score, "image", -1, r.image, None, r.captions, ()
-            )
-            for r in results
-        ]  # fmt: skip
-        write_results_html({title: as_results}, html_out, title=f"xmodal search: {target}")
+        write_results_html({title: results}, html_out, title=f"xmodal search: {target}")
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
@@ -580,13 +575,16 @@ def demo(
 
 @app.command("list")
 def list_registered() -> None:
-    """Registered methods and encoders."""
+    """Registered methods, encoders and index kinds."""
     from xmodal.encoders import list_encoders
+    from xmodal.index.kinds import kind_names
     from xmodal.methods import list_methods
 
     console.print("[bold]methods:[/] " + ", ".join(list_methods()))
     for modality, names in list_encoders().items():
         console.print(f"[bold]{modality} encoders:[/] " + ", ".join(names))
+    for family in ("float", "binary"):
+        console.print(f"[bold]{family} index kinds:[/] auto, " + ", ".join(kind_names(family)))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,7 +17,8 @@ from rich.table import Table
 
 from xmodal.datasets import load_dataset
 from xmodal.io import atomic_write
-from xmodal.pipeline import Hit, evaluate, search_text, train
+from xmodal.pipeline import evaluate, run_searcher, train
+from xmodal.search import Result
 
 __all__ = ["DEMO_QUERIES", "demo_data_path", "run_demo", "write_contact_sheet"]
 
@@ -48,7 +49,7 @@ def demo_data_path() -> Path:
     return Path(str(resources.files("xmodal") / "demo_data" / "openmoji"))
 
 
-def write_contact_sheet(results: dict[str, list[Hit]], path: Path) -> Path:
+def write_contact_sheet(results: dict[str, list[Result]], path: Path) -> Path:
     """A self-contained HTML page (images inlined) with one row of results per query."""
     rows = []
     for query, hits in results.items():
@@ -107,7 +108,8 @@ def run_demo(
             "OpenMoji test split: mAP@all (relevant: shares a group or subgroup)", metrics, MAP_KEYS
         )
     )
-    searches = {q: search_text(out / "infonce", q, data, k=6) for q in DEMO_QUERIES}
+    with run_searcher(out / "infonce", data) as searcher:  # one index for every query
+        searches = {q: searcher.text_to_image(q, k=6) for q in DEMO_QUERIES}
     for q, hits in searches.items():
         console.print(f"[bold]“{q}”[/] → " + ", ".join(h.captions[0] for h in hits))
     sheet = write_contact_sheet(searches, out / "contact_sheet.html")

@@ -10,17 +10,17 @@ The CLI, the demo and the benchmarks call these; so can users::
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from xmodal.datasets import Dataset, load_dataset
-from xmodal.datasets.record import Record
 from xmodal.datasets.split_rules import DEFAULT_SPLIT, parse_split
 from xmodal.distributed.gather import world
-from xmodal.embedding import embed_features, score_embeddings
+from xmodal.embedding import score_embeddings
 from xmodal.encoders import get_text_encoder
 from xmodal.encoders.base import resolve_device
 from xmodal.features import default_cache_dir
@@ -30,15 +30,18 @@ from xmodal.training.encoded import TEXT_ENCODER_STATE, EncodedDataset, encode_d
 from xmodal.training.loaded import LoadedRun
 from xmodal.training.run import RunConfig, RunWriter, read_run_config, write_metrics
 
+if TYPE_CHECKING:
+    from xmodal.search import Result, Searcher
+
 __all__ = [
     "TEXT_ENCODER_STATE",
     "EncodedDataset",
-    "Hit",
     "LoadedRun",
     "default_cache_dir",
     "encode_dataset",
     "encoder_for_tower",
     "evaluate",
+    "run_searcher",
     "search_text",
     "train",
     "train_ddp",
@@ -183,21 +186,29 @@ def evaluate(
     return metrics
 
 
-@dataclass(frozen=True)
-class Hit:
-    """One search result."""
+@contextlib.contextmanager
+def run_searcher(
+    run_dir: str | Path,
+    data: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> Iterator[Searcher]:
+    """A :class:`~xmodal.search.Searcher` over a temporary exact index of ``data`` (default:
+    the run's data) built with the run's model; the index is deleted when the block ends::
 
-    rank: int
-    id: str
-    score: float
-    image: str | None
-    captions: tuple[str, ...]
+        with run_searcher("runs/emoji") as searcher:
+            searcher.text_to_image("a smiling cat", k=5)
+    """
+    from xmodal.index import build_index
+    from xmodal.search import Searcher
 
-
-def _hit(rank: int, record: Record, score: float) -> Hit:
-    return Hit(
-        rank, record.id, float(score), str(record.image) if record.image else None, record.captions
-    )
+    source = data if data is not None else read_run_config(run_dir).data
+    ds = load_dataset(source, on_bad="error")
+    with tempfile.TemporaryDirectory(prefix="xmodal-search-") as tmp:
+        index_dir = Path(tmp) / "index"
+        build_index(run_dir, ds, index_dir, kind="flat", cache_dir=cache_dir, progress=progress)
+        with Searcher(index_dir) as searcher:
+            yield searcher
 
 
 def search_text(
@@ -207,22 +218,15 @@ def search_text(
     k: int = 5,
     cache_dir: str | Path | None = None,
     progress: bool = False,
-) -> list[Hit]:
-    """The ``k`` images of ``data`` (default: the run's data) closest to a text ``query``."""
+) -> list[Result]:
+    """The ``k`` images of ``data`` (default: the run's data) closest to a text ``query``,
+    ranked by :class:`~xmodal.search.Searcher` over an exact index (:func:`run_searcher`)."""
     if not query.strip():
         raise ValueError("the query is empty")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    run = LoadedRun.open(run_dir)
-    ds = _dataset_of(run, data, "error")
-    encoded = run.encode(ds, cache_dir, progress)
-    images = embed_features(run.method, encoded.image, "image", device=run.device)
-    q = embed_features(
-        run.method, run.text_encoder.encode([query], progress=False), "text", device=run.device
-    )
-    scores = images @ q[0]
-    top = np.argsort(-scores, kind="stable")[:k]
-    return [_hit(r + 1, ds.records[i], scores[i]) for r, i in enumerate(top)]
+    with run_searcher(run_dir, data, cache_dir, progress) as searcher:
+        return searcher.text_to_image(query, k)
 
 
 def run_config(run_dir: str | Path) -> RunConfig:
