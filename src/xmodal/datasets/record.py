@@ -97,17 +97,46 @@ class Dataset:
             owner.extend([i] * len(r.captions))
         return texts, np.asarray(owner, dtype=np.int64)
 
-    def label_names(self) -> list[str]:
-        """Sorted label vocabulary."""
-        return sorted({lab for r in self.records for lab in r.labels})
+    def labels_of(self, field: str | None = None) -> list[tuple[str, ...]]:
+        """Each record's labels: ``Record.labels``, or those of the record field ``field``.
 
-    def label_matrix(self, names: Sequence[str] | None = None) -> np.ndarray:
-        """``[n_records, n_labels]`` boolean matrix (columns in ``names`` or sorted order)."""
-        names = list(names) if names is not None else self.label_names()
+        A field (a key of ``Record.extra``, e.g. ``"subCategory"`` of the fashion set) holds one
+        label (a string or number) or several (a list); a record without it has no label.
+
+        Raises:
+            ValueError: when no record has ``field``, naming the fields there are.
+        """
+        if field is None:
+            return [r.labels for r in self.records]
+        if self.records and not any(field in r.extra for r in self.records):
+            fields = sorted({k for r in self.records for k in r.extra})
+            raise ValueError(
+                f"no record of {self.name!r} has the field {field!r}; fields: {fields or 'none'}"
+            )
+        out = []
+        for r in self.records:
+            value = r.extra.get(field)
+            values = value if isinstance(value, list | tuple) else [] if value is None else [value]
+            out.append(tuple(str(v) for v in values))
+        return out
+
+    def label_names(self, field: str | None = None) -> list[str]:
+        """Sorted label vocabulary (of ``Record.labels``, or of the record field ``field``)."""
+        return sorted({lab for labels in self.labels_of(field) for lab in labels})
+
+    def label_matrix(
+        self, names: Sequence[str] | None = None, field: str | None = None
+    ) -> np.ndarray:
+        """``[n_records, n_labels]`` boolean matrix (columns in ``names`` or sorted order).
+
+        ``field`` takes the labels from that record field instead of ``Record.labels`` (see
+        :meth:`labels_of`), e.g. ``label_matrix(field="subCategory")`` for coarser relevance.
+        """
+        names = list(names) if names is not None else self.label_names(field)
         col = {n: j for j, n in enumerate(names)}
         out = np.zeros((len(self.records), len(names)), dtype=bool)
-        for i, r in enumerate(self.records):
-            for lab in r.labels:
+        for i, labels in enumerate(self.labels_of(field)):
+            for lab in labels:
                 if lab in col:
                     out[i, col[lab]] = True
         return out
