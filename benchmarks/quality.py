@@ -132,12 +132,17 @@ def train_one(
     device: str,
     options: dict,
     unpaired: UnpairedFeatures | None = None,
+    **train_options: Any,
 ) -> tuple[Any, float]:
+    """Train ``method`` (a registered name or a :data:`VARIANTS` name) on ``data["train"]``,
+    selected on ``data["val"]``; ``train_options`` override :class:`TrainConfig` fields."""
     name, variant_options = VARIANTS.get(method, (method, {}))
     d = data["train"]
     seed_everything(seed)  # initialisation depends on the seed too, not only batch order
     model = build_method(name, d.image.shape[1], d.text.shape[1], **{**variant_options, **options})
-    cfg = TrainConfig(seed=seed, device=device, progress=False, patience=PATIENCE)
+    cfg = TrainConfig(
+        **{"seed": seed, "device": device, "progress": False, "patience": PATIENCE, **train_options}
+    )
     result = Trainer(model, cfg).fit(d, data["val"], unpaired=unpaired)
     return model, result.seconds_per_epoch
 
@@ -159,19 +164,34 @@ def flickr_scores(model: Any, test: PairedFeatures, device: str) -> dict[str, fl
 def moji_scores(
     model: Any, data: dict[str, PairedFeatures], n_groups: int, device: str, codes: dict | None
 ) -> dict[str, float]:
-    test = data["test"]
+    levels = {"group": slice(0, n_groups), "subgroup": slice(n_groups, None)}
+    return map_scores(model, data["test"], levels, device, codes)
+
+
+def map_scores(
+    model: Any,
+    test: PairedFeatures,
+    levels: dict[str, slice],
+    device: str,
+    codes: dict | None,
+    ks: tuple[int | None, ...] = (None,),
+) -> dict[str, float]:
+    """mAP in four directions at each relevance level (a slice of the label columns), float and
+    Hamming (``codes``: bits -> (image codes, text codes)), at each cut-off in ``ks`` (``None``:
+    mAP@all). Keys: ``LEVEL/map_i2t[@K][@BITSb]``."""
     img = embed_features(model, test.image, "image", device=device)
     txt = embed_features(model, test.text, "text", device=device)
     out: dict[str, float] = {}
-    levels = {"group": slice(0, n_groups), "subgroup": slice(n_groups, None)}
     for level, cols in levels.items():
         li = test.labels[:, cols]
         lt = li[test.text_to_image]
-        for k, v in cross_modal_map(img, txt, li, lt).items():
-            out[f"{level}/{k}"] = v
-        for bits, (ci, ct) in (codes or {}).items():
-            for k, v in cross_modal_map(ci, ct, li, lt, hamming=True).items():
-                out[f"{level}/{k}@{bits}b"] = v
+        for k in ks:
+            at = "" if k is None else f"@{k}"
+            for key, v in cross_modal_map(img, txt, li, lt, k=k).items():
+                out[f"{level}/{key}{at}"] = v
+            for bits, (ci, ct) in (codes or {}).items():
+                for key, v in cross_modal_map(ci, ct, li, lt, k=k, hamming=True).items():
+                    out[f"{level}/{key}{at}@{bits}b"] = v
     return out
 
 
@@ -195,13 +215,13 @@ def itq_codes(
 
 
 def own_codes(
-    method: str, data: dict, seed: int, device: str, options: dict
+    method: str, data: dict, seed: int, device: str, options: dict, **train_options: Any
 ) -> dict[int, tuple[np.ndarray, np.ndarray]] | None:
     import torch
 
     out = {}
     for bits in BITS:
-        model, _ = train_one(method, data, seed, device, {**options, "bits": bits})
+        model, _ = train_one(method, data, seed, device, {**options, "bits": bits}, **train_options)
         test = data["test"]
         with torch.inference_mode():
             model.eval()

@@ -1,0 +1,395 @@
+"""Real-photo mAP on ``fashion`` and transfer flickr8k -> fashion (docs/benchmarks.md).
+
+Three steps (the training steps need no encoder, only the ``.npz``)::
+
+    python benchmarks/fashion.py encode                     # features from the cache -> fashion-features.npz
+    python benchmarks/fashion.py map --methods cca,infonce --seeds 5 --json docs/results/fashion-a.json
+    python benchmarks/fashion.py transfer --seeds 3 --json docs/results/transfer-a.json
+    python benchmarks/fashion.py map --merge docs/results/fashion-*.json   # re-render the doc only
+
+``encode`` reads ``../shared/data/fashion`` (and ``flickr8k``, the transfer source) through
+xmodal's feature cache with the default encoders (efficientnet-lite0, minilm); it waits for
+entries another process is encoding (``--wait``) instead of encoding them a second time.
+``fashion`` gets a seeded 80/10/10 split (``random:0.8,0.1,0.1``, seed 0), written to
+``docs/results/fashion-split.json`` (usable as ``xmodal train --split file:...``); ``flickr8k``
+keeps its official 6,000 / 1,000 / 1,000 split.
+
+``map``: every method trained on the fashion training pairs with ``labels`` = articleType ∪
+subCategory (two labels per image, for the label-aware methods), the checkpoint selected on the
+validation mAP (mean of i2t and t2i, relevance = shares a label); scored on test at
+``articleType`` and at ``subCategory`` relevance, mAP@all and mAP@100, i2t / t2i / i2i / t2t, in
+float (cosine) and Hamming space at 16 / 32 / 64 bits (the method's own hash head trained at each
+length where it has one, else ITQ codes fitted on the training embeddings).
+
+``transfer``: flickr8k pairs are the source, fashion the unpaired target (its training images
+and texts, pairing thrown away); every row is selected on the flickr8k validation split and
+scored on the fashion test pairs. Rows: source-only ``infonce``, ``aeir`` (target unpaired),
+``selftrain(...)`` (pseudo-pairs mined in the target, see ``xmodal.methods.selftrain``) and the
+oracle ``infonce`` trained and selected on fashion pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import (
+    BITS,
+    has_hash_head,
+    itq_codes,
+    map_scores,
+    own_codes,
+    parts,
+    train_one,
+)
+from report import machine, mean_std, update_section
+
+from xmodal.embedding import embed_features
+from xmodal.evaluation import cross_modal_map, retrieval_recall
+from xmodal.io import write_json_atomic
+from xmodal.training.data import PairedFeatures, UnpairedFeatures
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "docs" / "results"
+FEATURES = ROOT / "fashion-features.npz"
+#: Relevance levels of the fashion benchmark: label column blocks ``labels0``, ``labels1``.
+LEVELS = ("articleType", "subCategory")
+KS = (None, 100)
+MAP_METHODS = [
+    "cca",
+    "infonce",
+    "vse",
+    "cusa(infonce)",
+    "cusa(vse)",
+    "cusa(vse)+tuned",
+    "multitask",
+    "crcgs",
+]
+#: Transfer rows: (row name, method, method options, trained on "source" or "target").
+TRANSFER_ROWS: dict[str, tuple[str, dict, str]] = {
+    "source-only (infonce)": ("infonce", {}, "source"),
+    "aeir": ("aeir", {}, "source"),
+    "selftrain(infonce)": ("selftrain(infonce)", {}, "source"),
+    "oracle (infonce on target pairs)": ("infonce", {}, "target"),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# step 1: encode (through the shared feature cache)
+# --------------------------------------------------------------------------------------------
+def _wait_for_cache(ds: Any, cache_dir: Path | None, poll: float) -> None:
+    """Block until both default-encoder entries of ``ds`` are complete in the cache."""
+    from xmodal.encoders import get_image_encoder, get_text_encoder
+    from xmodal.features import FeatureCache, default_cache_dir
+
+    cache = FeatureCache(cache_dir or default_cache_dir())
+    keys = [
+        (get_image_encoder("efficientnet-lite0").key, "image"),
+        (get_text_encoder("minilm").key, "text"),
+    ]
+    fp = ds.fingerprint()
+    while any(cache.manifest(ds, key, modality, fp) is None for key, modality in keys):
+        print(
+            f"waiting for the cache entries of {ds.name} ({time.strftime('%H:%M:%S')})", flush=True
+        )
+        time.sleep(poll)
+
+
+def encode(
+    out: Path, cache_dir: Path | None, limit: int | None, wait: float | None, split_out: Path
+) -> None:
+    """Features, splits and label blocks of ``fashion`` and ``flickr8k`` in one ``.npz``."""
+    from xmodal.datasets import load_dataset
+    from xmodal.datasets.split_rules import parse_split
+    from xmodal.pipeline import encode_dataset
+
+    arrays: dict[str, np.ndarray] = {}
+    for name in ("fashion", "flickr8k"):
+        ds = load_dataset(DATA / name)
+        if limit:
+            ds = ds.subset(range(min(limit, len(ds))), name=f"{name}-{limit}")
+        if wait:
+            _wait_for_cache(ds, cache_dir, wait)
+        enc = encode_dataset(ds, cache_dir=cache_dir)
+        split = parse_split("auto", ds, seed=0)  # fashion: random 0.8/0.1/0.1; flickr8k: official
+        if name == "fashion":
+            split_out.parent.mkdir(parents=True, exist_ok=True)
+            split.to_json(split_out)
+        position = {rid: i for i, rid in enumerate(ds.ids)}
+        part = np.full(len(ds), -1, dtype=np.int8)
+        for code, ids in enumerate((split.train, split.val, split.test)):
+            part[[position[i] for i in ids]] = code
+        arrays[f"{name}/image"] = np.asarray(enc.image, dtype=np.float32)
+        arrays[f"{name}/text"] = np.asarray(enc.text, dtype=np.float32)
+        arrays[f"{name}/text_to_image"] = enc.text_to_image
+        arrays[f"{name}/part"] = part
+        for level, field in enumerate(LEVELS if name == "fashion" else (None, None)):
+            lab = ds.label_matrix(field=field) if field else np.zeros((len(ds), 1), dtype=bool)
+            arrays[f"{name}/labels{level}"] = lab
+    np.savez(out, **arrays)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) and {split_out}")
+
+
+# --------------------------------------------------------------------------------------------
+# step 2: mAP on fashion
+# --------------------------------------------------------------------------------------------
+def _levels(z: Any) -> dict[str, slice]:
+    n0 = z["fashion/labels0"].shape[1]
+    return {LEVELS[0]: slice(0, n0), LEVELS[1]: slice(n0, None)}
+
+
+def run_map(
+    features: Path, methods: list[str], seeds: range, device: str, out_json: Path, train: dict
+) -> dict:
+    """Every method x seed on fashion; the JSON is rewritten after every seed."""
+    z = np.load(features)
+    data = parts(z, "fashion")
+    levels = _levels(z)
+    results: dict[str, Any] = {
+        "kind": "fashion-map",
+        "machine": machine(),
+        "device": device,
+        "train": train,
+        "sizes": {k: v.n_images for k, v in data.items()},
+        "methods": {},
+    }
+    for method in methods:
+        rows: dict[str, list[float]] = {}
+        for seed in seeds:
+            start = time.perf_counter()
+            model, spe = train_one(method, data, seed, device, {}, **train)
+            codes = None
+            if has_hash_head(method):
+                codes = own_codes(method, data, seed, device, {}, **train)
+            codes = codes or itq_codes(model, data, device)
+            for k, v in map_scores(model, data["test"], levels, device, codes, KS).items():
+                rows.setdefault(k, []).append(v)
+            rows.setdefault("sec_per_epoch", []).append(spe)
+            rows.setdefault("seconds", []).append(time.perf_counter() - start)
+            print(
+                f"{method} seed {seed}: articleType map_i2t {rows['articleType/map_i2t'][-1]:.3f} "
+                f"t2i {rows['articleType/map_t2i'][-1]:.3f} ({rows['seconds'][-1]:.0f} s)",
+                flush=True,
+            )
+            results["methods"][method] = rows
+            write_json_atomic(out_json, results)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# step 3: transfer flickr8k -> fashion
+# --------------------------------------------------------------------------------------------
+def _no_labels(split: dict[str, PairedFeatures]) -> dict[str, PairedFeatures]:
+    return {k: PairedFeatures(v.image, v.text, v.text_to_image) for k, v in split.items()}
+
+
+def transfer_scores(model: Any, test: PairedFeatures, n_article: int, device: str) -> dict:
+    """rsum (and R@K) and articleType mAP@all in four directions on the target test pairs."""
+    img = embed_features(model, test.image, "image", device=device)
+    txt = embed_features(model, test.text, "text", device=device)
+    out = dict(retrieval_recall(img @ txt.T, test.text_to_image))
+    li = test.labels[:, :n_article]
+    out.update(cross_modal_map(img, txt, li, li[test.text_to_image]))
+    return out
+
+
+def run_transfer(
+    features: Path, rows: list[str], seeds: range, device: str, out_json: Path, train: dict
+) -> dict:
+    """Source flickr8k pairs, target fashion (unpaired in training); scored on fashion test."""
+    z = np.load(features)
+    source = _no_labels(parts(z, "flickr8k"))
+    target = parts(z, "fashion")
+    target_unpaired = UnpairedFeatures(target["train"].image, target["train"].text)
+    n_article = z["fashion/labels0"].shape[1]
+    results: dict[str, Any] = {
+        "kind": "transfer",
+        "machine": machine(),
+        "device": device,
+        "train": train,
+        "rows": {},
+    }
+    for row in rows:
+        method, options, trained_on = TRANSFER_ROWS[row]
+        scores: dict[str, list[float]] = {}
+        for seed in seeds:
+            start = time.perf_counter()
+            if trained_on == "target":
+                model, _ = train_one(method, _no_labels(target), seed, device, options, **train)
+            else:
+                unpaired = None if row.startswith("source-only") else target_unpaired
+                model, _ = train_one(method, source, seed, device, options, unpaired, **train)
+            for k, v in transfer_scores(model, target["test"], n_article, device).items():
+                scores.setdefault(k, []).append(v)
+            scores.setdefault("seconds", []).append(time.perf_counter() - start)
+            print(
+                f"{row} seed {seed}: rsum {scores['rsum'][-1]:.1f}, articleType map_i2t "
+                f"{scores['map_i2t'][-1]:.3f} ({scores['seconds'][-1]:.0f} s)",
+                flush=True,
+            )
+            results["rows"][row] = scores
+            write_json_atomic(out_json, results)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# merging and the doc
+# --------------------------------------------------------------------------------------------
+def merge(results: list[dict]) -> dict:
+    """Combine result JSONs of one kind: a method (row) in several has its per-seed lists
+    concatenated. Seed counts may differ between methods; the table states each one."""
+    kinds = {r["kind"] for r in results}
+    if len(kinds) != 1:
+        raise SystemExit(f"cannot merge results of different kinds: {sorted(kinds)}")
+    key = "methods" if kinds == {"fashion-map"} else "rows"
+    merged: dict[str, Any] = {**results[0], key: {}}
+    for part in results:
+        for name, values in part[key].items():
+            into = merged[key].setdefault(name, {})
+            for k, v in values.items():
+                into.setdefault(k, []).extend(v)
+    return merged
+
+
+def _n(values: dict[str, list[float]]) -> int:
+    return len(values["seconds"])
+
+
+def map_markdown(results: dict, command: str) -> str:
+    train = results["train"]
+    m = results["methods"]
+    lines = [
+        "## Real-photo mAP: `fashion` (`benchmarks/fashion.py map`)",
+        "",
+        f"Command: `{command}`. Machine: {results['machine']}; training on `{results['device']}`. "
+        f"Seeded 80/10/10 split of the 9,583 product photos ({results['sizes']['train']:,} / "
+        f"{results['sizes']['val']:,} / {results['sizes']['test']:,} images, one caption each: "
+        "the product name), stored in `docs/results/fashion-split.json`. Default encoders "
+        "(efficientnet-lite0 1280-d, minilm 384-d), the same frozen features for every row. "
+        "Training labels: articleType ∪ subCategory (two per image); checkpoint selected on "
+        "validation mAP (mean of i2t and t2i, relevance = shares a label); "
+        f"{train.get('epochs', 30)} epochs at most, early stop after {train.get('patience')} "
+        "epochs without a better validation score. Figures on test, mean ± std over the seeds "
+        "in column *n*. Hamming: the method's own hash head trained at each length where it has "
+        f"one ({', '.join(f'`{n}`' for n in m if has_hash_head(n)) or 'none here'}), else ITQ "
+        "codes fitted on the training embeddings.",
+    ]
+    directions = ("i2t", "t2i", "i2i", "t2t")
+    for level in LEVELS:
+        for k in KS:
+            at = "" if k is None else f"@{k}"
+            lines += [
+                "",
+                f"### fashion mAP{at or '@all'}, {level} relevance (shares the {level})",
+                "",
+                "| method | n | i2t | t2i | i2i | t2t | i2t 16b | t2i 16b | i2t 32b | t2i 32b "
+                "| i2t 64b | t2i 64b | i2i 64b | t2t 64b |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            for name, r in m.items():
+                keys = [f"{level}/map_{d}{at}" for d in directions]
+                keys += [f"{level}/map_{d}{at}@{b}b" for b in BITS[:-1] for d in ("i2t", "t2i")]
+                keys += [f"{level}/map_{d}{at}@{BITS[-1]}b" for d in directions]
+                cells = [mean_std(r[key], 3) if key in r else "–" for key in keys]
+                lines.append(f"| `{name}` | {_n(r)} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| method | n | s/epoch | s per seed (all trainings) |",
+        "|---|---|---|---|",
+    ]
+    for name, r in m.items():
+        spe = "closed form" if not any(r["sec_per_epoch"]) else mean_std(r["sec_per_epoch"], 2)
+        lines.append(f"| `{name}` | {_n(r)} | {spe} | {mean_std(r['seconds'], 0)} |")
+    return "\n".join(lines)
+
+
+def transfer_markdown(results: dict, command: str) -> str:
+    train = results["train"]
+    lines = [
+        "## Transfer between real domains: flickr8k -> fashion (`benchmarks/fashion.py transfer`)",
+        "",
+        f"Command: `{command}`. Machine: {results['machine']}; training on `{results['device']}`. "
+        "Source: the flickr8k official training pairs (6,000 images, 30,000 captions). Target: "
+        "the fashion training images and product names with their pairing thrown away "
+        "(`UnpairedFeatures`). Every row except the oracle is selected on the flickr8k "
+        "validation split (no target pair is seen before scoring); the oracle is `infonce` "
+        "trained and selected on fashion pairs. Scored on the fashion test split (958 images, "
+        f"one caption each; chance rsum ≈ 1.7). {train.get('epochs', 30)} epochs at most, early "
+        f"stop after {train.get('patience')} without a better validation score. Mean ± std over "
+        "the seeds in column *n*; mAP at articleType relevance.",
+        "",
+        "| row | n | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 | rsum | mAP i2t | mAP t2i | mAP i2i | mAP t2t |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results["rows"].items():
+        cells = [
+            mean_std(r[k])
+            for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
+        ]
+        cells += [mean_std(r[f"map_{d}"], 3) for d in ("i2t", "t2i", "i2i", "t2t")]
+        lines.append(f"| {name} | {_n(r)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="step", required=True)
+    e = sub.add_parser("encode")
+    e.add_argument("--out", type=Path, default=FEATURES)
+    e.add_argument("--cache-dir", type=Path, default=None)
+    e.add_argument("--limit", type=int, default=None, help="first N records of each set (tests)")
+    e.add_argument("--split-out", type=Path, default=RESULTS / "fashion-split.json")
+    e.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="poll the cache every SECONDS until another process has finished encoding",
+    )
+    for step in ("map", "transfer"):
+        t = sub.add_parser(step)
+        t.add_argument("--features", type=Path, default=FEATURES)
+        names = MAP_METHODS if step == "map" else list(TRANSFER_ROWS)
+        t.add_argument("--methods" if step == "map" else "--rows", default=",".join(names))
+        t.add_argument("--seeds", type=int, default=3)
+        t.add_argument("--first-seed", type=int, default=0)
+        t.add_argument("--epochs", type=int, default=30)
+        t.add_argument("--patience", type=int, default=5)
+        t.add_argument("--device", default="cpu")
+        t.add_argument("--json", type=Path, default=RESULTS / f"{step}.json")
+        t.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+        t.add_argument("--merge", type=Path, nargs="+", help="only re-render the doc from JSONs")
+        t.add_argument("--command", help="the command(s) to name in the doc's header")
+    args = parser.parse_args()
+    if args.step == "encode":
+        encode(args.out, args.cache_dir, args.limit, args.wait, args.split_out)
+        return
+    train = {"epochs": args.epochs, "patience": args.patience}
+    if args.step == "map":
+        train["select_metric"] = "map"
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    names = [n for n in (args.methods if args.step == "map" else args.rows).split(",") if n]
+    if args.merge:
+        results = merge([json.loads(p.read_text()) for p in args.merge])
+    elif args.step == "map":
+        results = run_map(args.features, names, seeds, args.device, args.json, train)
+    else:
+        results = run_transfer(args.features, names, seeds, args.device, args.json, train)
+    command = args.command or " ".join(["python", "benchmarks/fashion.py", *sys.argv[1:]])
+    if not args.no_doc:
+        render = map_markdown if args.step == "map" else transfer_markdown
+        print("updated", update_section(f"fashion-{args.step}", render(results, command)))
+
+
+if __name__ == "__main__":
+    main()
