@@ -54,6 +54,11 @@ from report import machine, mean_std, update_section
 from xmodal.embedding import embed_features
 from xmodal.evaluation import cross_modal_map, retrieval_recall
 from xmodal.io import write_json_atomic
+from xmodal.methods.selftrain import (
+    calibrate_min_score,
+    mutual_nearest_pairs,
+    pseudo_pair_precision,
+)
 from xmodal.training.data import PairedFeatures, UnpairedFeatures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,22 +108,74 @@ def _wait_for_cache(ds: Any, cache_dir: Path | None, poll: float) -> None:
         time.sleep(poll)
 
 
+def _committed_rows(
+    ds: Any, encoder: Any, modality: str, rows: int, cache_dir: Path | None
+) -> np.ndarray:
+    """The first ``rows`` rows of ``ds``'s cache entry: from the complete entry, or from the
+    rows an encode still in progress has already committed (the same numbers it will keep)."""
+    from xmodal.features import FeatureCache, default_cache_dir
+    from xmodal.features.resumable import partial_paths
+
+    cache = FeatureCache(cache_dir or default_cache_dir())
+    full = cache.get(ds, encoder.key, modality)
+    if full is not None:
+        return np.asarray(full[:rows], dtype=np.float32)
+    partial, progress = partial_paths(cache.path(ds, encoder.key, modality))
+    done = json.loads(progress.read_text())["rows_done"] if progress.is_file() else 0
+    if done < rows:
+        raise SystemExit(f"{ds.name} {modality}: {done} rows committed in the cache, {rows} needed")
+    return np.asarray(np.load(partial, mmap_mode="r")[:rows], dtype=np.float32)
+
+
+def _features(
+    ds: Any, first: int | None, committed: bool, cache_dir: Path | None
+) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    """``(dataset, image, text, text_to_image)``, of the first ``first`` records when given."""
+    from xmodal.encoders import get_image_encoder, get_text_encoder
+    from xmodal.pipeline import encode_dataset
+
+    if not first:
+        enc = encode_dataset(ds, cache_dir=cache_dir)
+        return ds, np.asarray(enc.image), np.asarray(enc.text), enc.text_to_image
+    _, owner = ds.captions()
+    n_text = int((owner < first).sum())  # captions follow record order
+    if committed:
+        image = _committed_rows(
+            ds, get_image_encoder("efficientnet-lite0"), "image", first, cache_dir
+        )
+        text = _committed_rows(ds, get_text_encoder("minilm"), "text", n_text, cache_dir)
+    else:
+        enc = encode_dataset(ds, cache_dir=cache_dir)
+        image, text = np.asarray(enc.image[:first]), np.asarray(enc.text[:n_text])
+    return ds.subset(range(first), name=f"{ds.name}-first{first}"), image, text, owner[:n_text]
+
+
 def encode(
-    out: Path, cache_dir: Path | None, limit: int | None, wait: float | None, split_out: Path
+    out: Path,
+    cache_dir: Path | None,
+    limit: int | None,
+    first: dict[str, int],
+    committed: bool,
+    wait: float | None,
+    split_out: Path,
 ) -> None:
-    """Features, splits and label blocks of ``fashion`` and ``flickr8k`` in one ``.npz``."""
+    """Features, splits and label blocks of ``fashion`` and ``flickr8k`` in one ``.npz``.
+
+    ``limit``: encode the first N records as a data set of their own (a small slice for tests).
+    ``first``: per set, the first N records of the full set's cache entries (``committed``: also
+    from an encode still in progress, using only rows it has committed).
+    """
     from xmodal.datasets import load_dataset
     from xmodal.datasets.split_rules import parse_split
-    from xmodal.pipeline import encode_dataset
 
     arrays: dict[str, np.ndarray] = {}
     for name in ("fashion", "flickr8k"):
-        ds = load_dataset(DATA / name)
+        ds = load_dataset(DATA / name, check_images=False)
         if limit:
             ds = ds.subset(range(min(limit, len(ds))), name=f"{name}-{limit}")
         if wait:
             _wait_for_cache(ds, cache_dir, wait)
-        enc = encode_dataset(ds, cache_dir=cache_dir)
+        ds, image, text, text_to_image = _features(ds, first.get(name), committed, cache_dir)
         split = parse_split("auto", ds, seed=0)  # fashion: random 0.8/0.1/0.1; flickr8k: official
         if name == "fashion":
             split_out.parent.mkdir(parents=True, exist_ok=True)
@@ -127,15 +184,27 @@ def encode(
         part = np.full(len(ds), -1, dtype=np.int8)
         for code, ids in enumerate((split.train, split.val, split.test)):
             part[[position[i] for i in ids]] = code
-        arrays[f"{name}/image"] = np.asarray(enc.image, dtype=np.float32)
-        arrays[f"{name}/text"] = np.asarray(enc.text, dtype=np.float32)
-        arrays[f"{name}/text_to_image"] = enc.text_to_image
+        arrays[f"{name}/image"] = image.astype(np.float32)
+        arrays[f"{name}/text"] = text.astype(np.float32)
+        arrays[f"{name}/text_to_image"] = text_to_image
         arrays[f"{name}/part"] = part
         for level, field in enumerate(LEVELS if name == "fashion" else (None, None)):
             lab = ds.label_matrix(field=field) if field else np.zeros((len(ds), 1), dtype=bool)
             arrays[f"{name}/labels{level}"] = lab
+        print(f"{ds.name}: {len(ds)} records, split {split.sizes}", flush=True)
     np.savez(out, **arrays)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) and {split_out}")
+
+
+def _first(spec: str) -> dict[str, int]:
+    """``"fashion:3072,flickr8k:1024"`` -> ``{"fashion": 3072, "flickr8k": 1024}``."""
+    out = {}
+    for item in filter(None, spec.split(",")):
+        name, _, n = item.partition(":")
+        if name not in ("fashion", "flickr8k") or not n.isdigit():
+            raise SystemExit(f"--first: expected NAME:N items (fashion, flickr8k), got {item!r}")
+        out[name] = int(n)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,20 +260,62 @@ def _no_labels(split: dict[str, PairedFeatures]) -> dict[str, PairedFeatures]:
     return {k: PairedFeatures(v.image, v.text, v.text_to_image) for k, v in split.items()}
 
 
-def transfer_scores(model: Any, test: PairedFeatures, n_article: int, device: str) -> dict:
-    """rsum (and R@K) and articleType mAP@all in four directions on the target test pairs."""
+#: Fractions of the mined pairs whose precision is reported (on the source validation split,
+#: and on the target as a diagnostic after training).
+FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+#: ``selftrain`` keeps a target pseudo-pair when its CSLS confidence reaches the value above
+#: which pairs mined on the source validation split (with the source-only model) are right at
+#: least this often (:func:`xmodal.methods.selftrain.calibrate_min_score`).
+MIN_PRECISION = 0.5
+
+
+def mined_pairs(model: Any, split: PairedFeatures, device: str) -> Any:
+    """CSLS mutual-nearest-neighbour pairs of ``split``'s images and texts taken apart."""
+    img = embed_features(model, split.image, "image", device=device)
+    txt = embed_features(model, split.text, "text", device=device)
+    return mutual_nearest_pairs(img, txt)
+
+
+def pair_diagnostics(pairs: Any, split: PairedFeatures, prefix: str) -> dict[str, float]:
+    """Precision of the mined pairs at :data:`FRACTIONS` (same item), the share that share a
+    label (when the split has labels) and their number."""
+    out = {f"{prefix}_pairs": float(len(pairs))}
+    for f, p in pseudo_pair_precision(pairs, split.text_to_image, FRACTIONS).items():
+        out[f"{prefix}_pair_precision@{f}"] = p
+    if split.labels is not None and len(pairs):
+        li = split.labels[pairs.image.numpy()]
+        lt = split.labels[split.text_to_image[pairs.text.numpy()]]
+        out[f"{prefix}_pair_label_agreement"] = float((li & lt).any(axis=1).mean())
+    return out
+
+
+def transfer_scores(
+    model: Any, target: dict[str, PairedFeatures], n_article: int, device: str
+) -> dict[str, float]:
+    """rsum (and R@K) and articleType mAP@all in four directions on the target test pairs, and
+    diagnostics scored with the hidden target training pairs (nothing is chosen on them): how
+    right the mutual-nearest-neighbour pairs of the target are in this model's space, and for
+    ``selftrain`` how right the pairs it kept were."""
+    test = target["test"]
     img = embed_features(model, test.image, "image", device=device)
     txt = embed_features(model, test.text, "text", device=device)
     out = dict(retrieval_recall(img @ txt.T, test.text_to_image))
     li = test.labels[:, :n_article]
     out.update(cross_modal_map(img, txt, li, li[test.text_to_image]))
+    train = target["train"]
+    out.update(pair_diagnostics(mined_pairs(model, train, device), train, "target"))
+    if getattr(model, "pseudo_pairs", None) is not None:  # selftrain: the pairs it trained on
+        out.update(pair_diagnostics(model.pseudo_pairs, train, "kept"))
     return out
 
 
 def run_transfer(
     features: Path, rows: list[str], seeds: range, device: str, out_json: Path, train: dict
 ) -> dict:
-    """Source flickr8k pairs, target fashion (unpaired in training); scored on fashion test."""
+    """Source flickr8k pairs, target fashion (unpaired in training); scored on fashion test.
+
+    Per seed the source-only row runs first: ``selftrain``'s ``min_score`` is calibrated on the
+    pairs mined with that model on the source validation split."""
     z = np.load(features)
     source = _no_labels(parts(z, "flickr8k"))
     target = parts(z, "fashion")
@@ -217,17 +328,31 @@ def run_transfer(
         "train": train,
         "rows": {},
     }
-    for row in rows:
-        method, options, trained_on = TRANSFER_ROWS[row]
-        scores: dict[str, list[float]] = {}
-        for seed in seeds:
+    first = "source-only (infonce)"
+    rows = [first, *(r for r in rows if r != first)]
+    for seed in seeds:
+        chosen: dict[str, float] = {}
+        for row in rows:
+            method, options, trained_on = TRANSFER_ROWS[row]
+            scores = results["rows"].setdefault(row, {})
             start = time.perf_counter()
             if trained_on == "target":
                 model, _ = train_one(method, _no_labels(target), seed, device, options, **train)
+            elif row == first:
+                model, _ = train_one(method, source, seed, device, options, **train)
+                pairs = mined_pairs(model, source["val"], device)
+                chosen["min_score"] = calibrate_min_score(
+                    pairs, source["val"].text_to_image, MIN_PRECISION
+                )
+                for k, v in pair_diagnostics(pairs, source["val"], "source_val").items():
+                    scores.setdefault(k, []).append(v)
             else:
-                unpaired = None if row.startswith("source-only") else target_unpaired
-                model, _ = train_one(method, source, seed, device, options, unpaired, **train)
-            for k, v in transfer_scores(model, target["test"], n_article, device).items():
+                if method.startswith("selftrain("):
+                    options = {"top_fraction": 1.0, **chosen, **options}
+                    scores.setdefault("min_score", []).append(options["min_score"])
+                args = (method, source, seed, device, options, target_unpaired)
+                model, _ = train_one(*args, **train)
+            for k, v in transfer_scores(model, target, n_article, device).items():
                 scores.setdefault(k, []).append(v)
             scores.setdefault("seconds", []).append(time.perf_counter() - start)
             print(
@@ -235,7 +360,6 @@ def run_transfer(
                 f"{scores['map_i2t'][-1]:.3f} ({scores['seconds'][-1]:.0f} s)",
                 flush=True,
             )
-            results["rows"][row] = scores
             write_json_atomic(out_json, results)
     return results
 
@@ -336,6 +460,43 @@ def transfer_markdown(results: dict, command: str) -> str:
         ]
         cells += [mean_std(r[f"map_{d}"], 3) for d in ("i2t", "t2i", "i2i", "t2t")]
         lines.append(f"| {name} | {_n(r)} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Diagnostics, scored with the hidden target training pairs after training (nothing is "
+        "chosen on them): the CSLS mutual-nearest-neighbour pairs between the target training "
+        "images and texts in each row's space — how many, how many are the true pair among the "
+        "10% / 50% / all most confident, how many share the articleType — and for "
+        "`selftrain` the pairs it kept in its last round, with the confidence threshold "
+        f"calibrated on flickr8k validation (precision ≥ {MIN_PRECISION} there).",
+        "",
+        "| row | mutual pairs | right @10% | @50% | @all | same articleType | threshold | kept pairs | kept right | kept same articleType |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    source_val = results["rows"].get("source-only (infonce)", {})
+    for name, r in results["rows"].items():
+        cells = [mean_std(r["target_pairs"], 0)]
+        cells += [mean_std(r[f"target_pair_precision@{f}"], 3) for f in (0.1, 0.5, 1.0)]
+        cells.append(mean_std(r.get("target_pair_label_agreement", [float("nan")]), 3))
+        if "min_score" in r:
+            kept = [
+                mean_std(r[k], 0 if k == "kept_pairs" else 3) if k in r else "–"
+                for k in ("kept_pairs", "kept_pair_precision@1.0", "kept_pair_label_agreement")
+            ]
+            cells += [mean_std(r["min_score"], 3), *kept]
+        else:
+            cells += ["–"] * 4
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if source_val:
+        lines += [
+            "",
+            "On flickr8k validation (source-only space, where the pairs are known) the mined "
+            f"pairs number {mean_std(source_val['source_val_pairs'], 0)}; right among the "
+            "10% / 50% / all most confident: "
+            + " / ".join(
+                mean_std(source_val[f"source_val_pair_precision@{f}"], 3) for f in (0.1, 0.5, 1.0)
+            )
+            + ".",
+        ]
     return "\n".join(lines)
 
 
@@ -348,6 +509,12 @@ def main() -> None:
     e.add_argument("--out", type=Path, default=FEATURES)
     e.add_argument("--cache-dir", type=Path, default=None)
     e.add_argument("--limit", type=int, default=None, help="first N records of each set (tests)")
+    e.add_argument("--first", type=_first, default={}, help="e.g. fashion:3072,flickr8k:1024")
+    e.add_argument(
+        "--committed",
+        action="store_true",
+        help="with --first: read rows an encode still in progress has committed",
+    )
     e.add_argument("--split-out", type=Path, default=RESULTS / "fashion-split.json")
     e.add_argument(
         "--wait",
@@ -372,7 +539,15 @@ def main() -> None:
         t.add_argument("--command", help="the command(s) to name in the doc's header")
     args = parser.parse_args()
     if args.step == "encode":
-        encode(args.out, args.cache_dir, args.limit, args.wait, args.split_out)
+        encode(
+            args.out,
+            args.cache_dir,
+            args.limit,
+            args.first,
+            args.committed,
+            args.wait,
+            args.split_out,
+        )
         return
     train = {"epochs": args.epochs, "patience": args.patience}
     if args.step == "map":

@@ -12,6 +12,7 @@ from xmodal.methods import build_method
 from xmodal.methods.selftrain import (
     PseudoPairs,
     SelfTrain,
+    calibrate_min_score,
     mutual_nearest_pairs,
     pseudo_pair_precision,
 )
@@ -90,6 +91,18 @@ def test_top_and_precision() -> None:
     assert pseudo_pair_precision(pairs, t2i, [0.5, 1.0]) == {0.5: 0.5, 1.0: 0.75}
     with pytest.raises(ValueError, match="fraction"):
         pairs.top(0.0)
+
+
+def test_calibrated_min_score_keeps_the_longest_precise_prefix() -> None:
+    score = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    pairs = PseudoPairs(torch.arange(6), torch.arange(6), score)
+    t2i = np.array([0, 9, 2, 9, 9, 5])  # right, wrong, right, wrong, wrong, right
+    # prefix precisions 1, 1/2, 2/3, 2/4, 2/5, 3/6
+    assert calibrate_min_score(pairs, t2i, 0.5) == pytest.approx(0.4)
+    assert calibrate_min_score(pairs, t2i, 0.6) == pytest.approx(0.7)
+    assert calibrate_min_score(pairs, t2i, 1.0) == pytest.approx(0.9)
+    assert calibrate_min_score(pairs, np.array([9, 9, 9, 9, 9, 9]), 0.5) == float("inf")
+    assert len(pairs.top(1.0, calibrate_min_score(pairs, t2i, 0.6))) == 3
 
 
 def test_options_are_checked_and_target_data_is_required() -> None:

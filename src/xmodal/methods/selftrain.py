@@ -23,9 +23,10 @@ The first ``warmup_epochs`` train on the source alone; then the pairs are mined 
 current embeddings every ``refresh_epochs`` (each mining is one self-training round), so
 pseudo-pairs that the improving space now contradicts drop out. Target pairs are never used:
 the miner sees the target images and texts separately (``Trainer.fit(..., unpaired=...)``), and
-checkpoints are selected on the source validation split like any other run. Choose
-``top_fraction`` on the source validation split with :func:`pseudo_pair_precision` (the
-precision of the mined pairs there, where the true pairs are known).
+checkpoints are selected on the source validation split like any other run. Choose the
+confidence threshold ``min_score`` on the source validation split with
+:func:`calibrate_min_score` (mined there from a source-only model, where the true pairs are
+known), or ``top_fraction`` from :func:`pseudo_pair_precision`.
 
 The base must be a pairwise objective that needs neither labels nor per-row extras (``infonce``,
 ``vse``, ``cusa(...)``); the pseudo-pair batch carries neither.
@@ -46,6 +47,7 @@ __all__ = [
     "PseudoPairs",
     "SelfTrain",
     "SelfTrainConfig",
+    "calibrate_min_score",
     "mutual_nearest_pairs",
     "pseudo_pair_precision",
 ]
@@ -164,6 +166,23 @@ def pseudo_pair_precision(
         n = len(pairs.top(f))
         out[float(f)] = float(correct[:n].mean()) if n else 0.0
     return out
+
+
+def calibrate_min_score(
+    pairs: PseudoPairs, text_to_image: np.ndarray | torch.Tensor, min_precision: float = 0.5
+) -> float:
+    """The lowest CSLS value such that the pairs scoring at least that are right at least
+    ``min_precision`` of the time, measured where the true pairs are known (the source
+    validation split); ``inf`` when no prefix is that precise. Use it as ``min_score``: a
+    target pair is kept only when the space is as confident about it as about source pairs
+    that were mostly right, so a target the space does not understand yields few pairs."""
+    if not 0 < min_precision <= 1:
+        raise ValueError(f"min_precision must be in (0, 1], got {min_precision}")
+    t2i = torch.as_tensor(np.asarray(text_to_image), dtype=torch.long)
+    correct = (t2i[pairs.text.cpu()] == pairs.image.cpu()).double()
+    precision = correct.cumsum(0) / torch.arange(1, len(correct) + 1, dtype=torch.double)
+    ok = torch.nonzero(precision >= min_precision).flatten()
+    return float(pairs.score[int(ok[-1])]) if len(ok) else float("inf")
 
 
 @dataclass
