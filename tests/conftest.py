@@ -1,11 +1,34 @@
-"""Fixtures shared by several test files."""
+"""Fixtures and builders shared by several test files.
+
+* the shipped OpenMoji set in small slices (:func:`openmoji_slice`, fixture ``openmoji``);
+* a tiny dual encoder, ``toyclip:<name>``, that maps colour names and the mean colour of a
+  coloured square into one 6-d space, so searches have known answers in milliseconds
+  (:data:`COLOURS`, :func:`toy_weights_file`, :func:`colour_png`; fixture ``toy_weights``).
+
+Test files import the plain builders (``from conftest import COLOURS``); fixtures need no import.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+import json
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+from xmodal.demo import demo_data_path
+from xmodal.encoders.base import (
+    ImageEncoder,
+    TextEncoder,
+    file_digest,
+    register_image_encoder,
+    register_text_encoder,
+)
 
 
 @pytest.fixture()
@@ -15,3 +38,114 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# --- the shipped OpenMoji set, in slices -------------------------------------------------------
+OPENMOJI = demo_data_path()
+
+
+def openmoji_slice(out: Path, step: int = 1, start: int = 0, count: int | None = None) -> Path:
+    """Write records ``start, start + step, ...`` (at most ``count``) of the shipped OpenMoji set,
+    with their images, captions and labels, as a JSONL folder ``out``."""
+    lines = (OPENMOJI / "data.jsonl").read_text(encoding="utf-8").splitlines()[start::step]
+    lines = lines[:count] if count is not None else lines
+    (out / "images").mkdir(parents=True)
+    for line in lines:
+        shutil.copy(OPENMOJI / json.loads(line)["image"], out / "images")
+    (out / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="session")
+def openmoji(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``openmoji(step, start=0, count=None)``: a session-wide slice folder, written once."""
+    made: dict[tuple[int, int, int | None], Path] = {}
+
+    def get(step: int = 1, start: int = 0, count: int | None = None) -> Path:
+        key = (step, start, count)
+        if key not in made:
+            made[key] = openmoji_slice(tmp_path_factory.mktemp("openmoji"), step, start, count)
+        return made[key]
+
+    return get
+
+
+# --- a tiny dual encoder: colours in, colours out ----------------------------------------------
+COLOURS = {
+    "red": (230, 20, 20),
+    "green": (20, 200, 30),
+    "blue": (25, 30, 220),
+    "yellow": (240, 230, 20),
+    "orange": (250, 140, 10),
+    "purple": (130, 20, 200),
+}
+
+
+class ToyImage(ImageEncoder):
+    """Mean RGB of a 4x4 thumbnail through the 3 x 6 projection in the weights file."""
+
+    name = "toyclip"
+    dim = 6
+
+    def __init__(self, weights: str | Path) -> None:
+        self.device = torch.device("cpu")
+        self.weights = weights
+        self.proj = torch.from_numpy(np.load(weights)).float()
+
+    @property
+    def key(self) -> str:
+        return f"toyclip@{file_digest(self.weights)}/image"
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        arr = np.asarray(image.resize((4, 4)), dtype=np.float32) / 255
+        return torch.from_numpy(arr).permute(2, 0, 1)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.mean(dim=(2, 3)) @ self.proj
+
+
+class ToyText(TextEncoder):
+    """Mean of the colours named in the text (grey when none is), through the same projection."""
+
+    name = "toyclip"
+    dim = 6
+
+    def __init__(self, weights: str | Path) -> None:
+        self.weights = weights
+        self.proj = np.load(weights).astype(np.float32)
+
+    @property
+    def key(self) -> str:
+        return f"toyclip@{file_digest(self.weights)}/text"
+
+    def encode(
+        self, texts: Sequence[str], batch_size: int = 256, progress: bool = True
+    ) -> np.ndarray:
+        rows = []
+        for t in texts:
+            named = [np.asarray(c) / 255 for w, c in COLOURS.items() if w in t.lower()]
+            rows.append(np.mean(named, axis=0) if named else np.full(3, 0.5))
+        return (np.asarray(rows, dtype=np.float32) @ self.proj).reshape(len(texts), self.dim)
+
+
+register_image_encoder("toyclip:*")(lambda variant, device=None, weights=None: ToyImage(weights))
+register_text_encoder("toyclip:*")(lambda variant, device=None, weights=None: ToyText(weights))
+
+
+def toy_weights_file(path: Path, seed: int = 0) -> Path:
+    """Save a random 3 x 6 projection of the toy dual encoder to ``path`` (``.npy``)."""
+    np.save(path, np.random.default_rng(seed).standard_normal((3, 6)))
+    return path
+
+
+@pytest.fixture()
+def toy_weights(tmp_path: Path) -> Path:
+    """Weights of ``toyclip:<name>`` (seed 0)."""
+    return toy_weights_file(tmp_path / "toy.npy")
+
+
+def colour_png(rgb: tuple[int, int, int] = (230, 20, 20), size: tuple[int, int] = (12, 12)) -> bytes:
+    """PNG bytes of a plain square."""
+    out = io.BytesIO()
+    Image.new("RGB", size, rgb).save(out, format="PNG")
+    return out.getvalue()

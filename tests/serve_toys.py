@@ -1,12 +1,12 @@
 """A tiny colour index for the ``test_serve_*`` files (imported by them; not a test file).
 
-A dual encoder registered as ``servetoy:<weights>`` maps colour names and the mean colour of a
-coloured square into one 6-d space, so searches have known answers and tests take milliseconds.
+The index is built with the toy dual encoder ``toyclip:<name>`` of ``conftest.py`` (colour names
+and the mean colour of a coloured square in one 6-d space), so searches have known answers and
+tests take milliseconds.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import socket
 import threading
@@ -14,86 +14,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
+from conftest import COLOURS, toy_weights_file
+from conftest import colour_png as png
 from PIL import Image
 
-from xmodal.encoders.base import (
-    ImageEncoder,
-    TextEncoder,
-    file_digest,
-    register_image_encoder,
-    register_text_encoder,
-)
 from xmodal.index import build_index
 
+__all__ = ["COLOURS", "LABELS", "TOKEN", "LiveServer", "auth", "build_toy_index", "png"]
+
 TOKEN = "s3cret-token"
-COLOURS = {
-    "red": (230, 20, 20),
-    "green": (20, 200, 30),
-    "blue": (25, 30, 220),
-    "yellow": (240, 230, 20),
-    "orange": (250, 140, 10),
-    "purple": (130, 20, 200),
-}
 LABELS = {"red": "warm", "orange": "warm", "yellow": "warm", "green": "cool", "blue": "cool"}
-
-
-# --- a tiny dual encoder: colours in, colours out --------------------------------------------
-class ToyImage(ImageEncoder):
-    """Mean RGB of a 4x4 thumbnail through the 3 x 6 projection in the weights file."""
-
-    name = "servetoy"
-    dim = 6
-
-    def __init__(self, weights: str | None, device=None) -> None:
-        self.device = torch.device("cpu")
-        self.weights = weights
-        self.proj = torch.from_numpy(np.load(weights)).float()
-
-    @property
-    def key(self) -> str:
-        return f"servetoy@{file_digest(self.weights)}/image"
-
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        arr = np.asarray(image.resize((4, 4)), dtype=np.float32) / 255
-        return torch.from_numpy(arr).permute(2, 0, 1)
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return batch.mean(dim=(2, 3)) @ self.proj
-
-
-class ToyText(TextEncoder):
-    """Mean of the colours named in the text (grey when none is), through the same projection."""
-
-    name = "servetoy"
-    dim = 6
-
-    def __init__(self, weights: str | None, device=None) -> None:
-        self.weights = weights
-        self.proj = np.load(weights).astype(np.float32)
-
-    @property
-    def key(self) -> str:
-        return f"servetoy@{file_digest(self.weights)}/text"
-
-    def encode(self, texts: Sequence[str], batch_size: int = 256, progress: bool = True):
-        rows = []
-        for t in texts:
-            named = [np.asarray(c) / 255 for w, c in COLOURS.items() if w in t.lower()]
-            rows.append(np.mean(named, axis=0) if named else np.full(3, 0.5))
-        return (np.asarray(rows, dtype=np.float32) @ self.proj).reshape(len(texts), self.dim)
-
-
-register_image_encoder("servetoy:*")(lambda variant, device=None, weights=None: ToyImage(weights))
-register_text_encoder("servetoy:*")(lambda variant, device=None, weights=None: ToyText(weights))
-
-
-def png(rgb: tuple[int, int, int] = (230, 20, 20), size: tuple[int, int] = (12, 12)) -> bytes:
-    """PNG bytes of a plain square."""
-    out = io.BytesIO()
-    Image.new("RGB", size, rgb).save(out, format="PNG")
-    return out.getvalue()
 
 
 def build_toy_index(root: Path, skip: Sequence[str] = ("purple",)) -> Path:
@@ -109,10 +39,9 @@ def build_toy_index(root: Path, skip: Sequence[str] = ("purple",)) -> Path:
         caps = [f"a {name} square", f"something {name}"]
         lines.append(json.dumps({"image": f"images/{name}.png", "captions": caps, "labels": labels}))
     (data / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    weights = root / "toy.npy"
-    np.save(weights, np.random.default_rng(0).standard_normal((3, 6)))
+    weights = toy_weights_file(root / "toy.npy")
     build_index(
-        None, data, root / "ix", encoder="servetoy:tiny", weights=weights, bits=8, codes="random",
+        None, data, root / "ix", encoder="toyclip:tiny", weights=weights, bits=8, codes="random",
         cache_dir=root / "cache", progress=False,
     )  # fmt: skip
     return root / "ix"

@@ -4,15 +4,14 @@ through the index as through ``xmodal evaluate``, the CLI, codes from rotations 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import openmoji_slice
 from typer.testing import CliRunner
 
 from xmodal.cli import app
-from xmodal.demo import demo_data_path
 from xmodal.evaluation import cross_modal_map, pack_codes
 from xmodal.index import build_index
 from xmodal.index.codes import fit_rotation
@@ -22,14 +21,6 @@ from xmodal.search import Searcher, index_metrics
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
-
-
-def slice_of(src: Path, out: Path, lines: list[str]) -> Path:
-    (out / "images").mkdir(parents=True)
-    for line in lines:
-        shutil.copy(src / json.loads(line)["image"], out / "images")
-    (out / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +34,10 @@ def one_blas_thread():
 @pytest.fixture(scope="module")
 def emoji(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two disjoint slices (every 80th emoji, and the next ones), a cache, a trained run."""
-    src = demo_data_path()
-    lines = (src / "data.jsonl").read_text(encoding="utf-8").splitlines()
     root = tmp_path_factory.mktemp("emoji")
     paths = {
-        "data": slice_of(src, root / "data", lines[::80]),
-        "more": slice_of(src, root / "more", lines[40::400]),
+        "data": openmoji_slice(root / "data", 80),
+        "more": openmoji_slice(root / "more", 400, start=40),
         "cache": root / "cache",
         "run": root / "run",
     }

@@ -1,98 +1,29 @@
 """Zero-shot indexes: a dual encoder used as it is over a plain folder of photos without captions.
 
 ``open_clip:<arch>`` is an optional extra; the same code path is exercised with a tiny dual
-encoder registered here (colour names <-> mean colours), and with a tiny random open_clip model
+encoder of ``conftest.py``, ``toyclip:<name>`` (colour names <-> mean colours), and with a tiny random open_clip model
 when the extra is installed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import COLOURS as ALL_COLOURS
 from PIL import Image
 from typer.testing import CliRunner
 
 from xmodal.cli import app
-from xmodal.encoders.base import (
-    ImageEncoder,
-    TextEncoder,
-    file_digest,
-    register_image_encoder,
-    register_text_encoder,
-)
+from xmodal.encoders.base import file_digest
 from xmodal.index import IndexFormatError, Snapshot, add_to_index, build_index
 from xmodal.search import Searcher
 
 runner = CliRunner()
-COLOURS = {
-    "red": (230, 20, 20),
-    "green": (20, 200, 30),
-    "blue": (25, 30, 220),
-    "yellow": (240, 230, 20),
-}
-
-
-class ToyImage(ImageEncoder):
-    """Mean RGB of a 4x4 thumbnail, through the 3 x 6 projection in the weights file."""
-
-    name = "toyclip"
-    dim = 6
-
-    def __init__(self, weights: str | None, device=None) -> None:
-        self.device = torch.device("cpu")
-        self.weights = weights
-        self.proj = torch.from_numpy(np.load(weights)).float()
-
-    @property
-    def key(self) -> str:
-        return f"toyclip@{file_digest(self.weights)}/image"
-
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(image.resize((4, 4)), dtype=np.float32) / 255).permute(
-            2, 0, 1
-        )
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return batch.mean(dim=(2, 3)) @ self.proj
-
-
-class ToyText(TextEncoder):
-    """Sum of the colours named in the text, through the same projection."""
-
-    name = "toyclip"
-    dim = 6
-
-    def __init__(self, weights: str | None, device=None) -> None:
-        self.weights = weights
-        self.proj = np.load(weights).astype(np.float32)
-
-    @property
-    def key(self) -> str:
-        return f"toyclip@{file_digest(self.weights)}/text"
-
-    def encode(
-        self, texts: Sequence[str], batch_size: int = 256, progress: bool = True
-    ) -> np.ndarray:
-        rgb = np.asarray(
-            [
-                sum((np.asarray(c) / 255 for w, c in COLOURS.items() if w in t), np.zeros(3))
-                for t in texts
-            ]
-        )
-        return (rgb @ self.proj).astype(np.float32).reshape(len(texts), self.dim)
-
-
-register_image_encoder("toyclip:*")(
-    lambda variant, device=None, weights=None: ToyImage(weights, device)
-)
-register_text_encoder("toyclip:*")(
-    lambda variant, device=None, weights=None: ToyText(weights, device)
-)
+COLOURS = dict(list(ALL_COLOURS.items())[:4])
 
 
 @pytest.fixture()
@@ -106,12 +37,8 @@ def photos(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def weights(tmp_path: Path) -> Path:
-    # centre-free projection so that colour directions stay apart in cosine
-    proj = np.random.default_rng(0).standard_normal((3, 6))
-    path = tmp_path / "toy.npy"
-    np.save(path, proj)
-    return path
+def weights(toy_weights: Path) -> Path:
+    return toy_weights
 
 
 def test_photo_folder_without_captions(photos: Path, weights: Path, tmp_path: Path) -> None:

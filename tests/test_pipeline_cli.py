@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,16 +17,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def emoji_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def emoji_slice(openmoji: Callable[..., Path]) -> Path:
     """124 emoji (every 20th) with their captions and labels, as a JSONL folder."""
-    src = demo_data_path()
-    out = tmp_path_factory.mktemp("emoji")
-    (out / "images").mkdir()
-    lines = (src / "data.jsonl").read_text(encoding="utf-8").splitlines()[::20]
-    for line in lines:
-        shutil.copy(src / json.loads(line)["image"], out / "images")
-    (out / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out
+    return openmoji(20)
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,15 +31,9 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def emoji40(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def emoji40(openmoji: Callable[..., Path]) -> Path:
     """40 emoji (every 60th record) with captions and labels, as a JSONL folder."""
-    out = tmp_path_factory.mktemp("emoji40")
-    (out / "images").mkdir()
-    lines = (DEMO / "data.jsonl").read_text(encoding="utf-8").splitlines()[::60][:40]
-    for line in lines:
-        shutil.copy(DEMO / json.loads(line)["image"], out / "images")
-    (out / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out
+    return openmoji(60, count=40)
 
 
 @pytest.fixture(scope="module")

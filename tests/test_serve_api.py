@@ -474,20 +474,16 @@ def test_cli_demo_serve_builds_and_serves_the_index(
     """``xmodal demo --serve``: the demo's run is indexed and that index served. The demo itself
     is swapped for a tiny run on every 100th emoji (the real one takes minutes)."""
     import json
-    import shutil
+
+    from conftest import openmoji_slice
 
     import xmodal.demo
     import xmodal.serve
     from xmodal.cli import app
     from xmodal.pipeline import train
 
-    src = xmodal.demo.demo_data_path()
-    lines = (src / "data.jsonl").read_text(encoding="utf-8").splitlines()[::100]
-    data = tmp_path / "emoji"
-    (data / "images").mkdir(parents=True)
-    for line in lines:
-        shutil.copy(src / json.loads(line)["image"], data / "images")
-    (data / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = openmoji_slice(tmp_path / "emoji", 100)
+    lines = (data / "data.jsonl").read_text(encoding="utf-8").splitlines()
     monkeypatch.setenv("XMODAL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("XMODAL_TOKEN", TOKEN)
     monkeypatch.setattr(xmodal.demo, "demo_data_path", lambda: data)
