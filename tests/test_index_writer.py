@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,10 @@ from test_index_store import build, make_items, vectors_by_key
 
 from xmodal.index import IndexFormatError, IndexWriter, Snapshot
 from xmodal.index.manifest import read_pointer
+from xmodal.index.metadata import MetadataReader
+from xmodal.index.snapshot import META
 from xmodal.index.versions import VersionWriter
+from xmodal.search import Searcher
 
 
 def listing(folder: Path) -> dict[str, bytes]:
@@ -99,3 +103,19 @@ def test_used_outside_a_with_block(tmp_path: Path) -> None:
     assert np.array_equal(
         np.sort(list(vectors_by_key(Snapshot.open(ix)))), np.array(["r0", "r1", "r2"])
     )
+
+
+def test_readers_close_when_their_block_ends(tmp_path: Path) -> None:
+    ix = tmp_path / "ix"
+    build(ix, make_items(4))
+    with Snapshot.open(ix) as snap, Searcher(ix) as searcher:
+        assert snap.meta.count("items") == 4
+        hits = searcher.search("image", vectors=snap.collections["image"].vectors[:1], k=2)
+        assert hits.ids[0, 0] == snap.collections["image"].ids[0]
+    for meta in (snap.meta, searcher.snapshot.meta):
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            meta.count("items")
+    with MetadataReader(snap.folder / META) as reader:
+        assert reader.keys() == ["r0", "r1", "r2", "r3"]
+    with pytest.raises(sqlite3.ProgrammingError):
+        reader.keys()

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from xmodal.datasets import Dataset, load_dataset
+from xmodal.datasets import Dataset, OnBad, load_dataset
 from xmodal.distributed.ray_encode import ray_encode
 from xmodal.distributed.sharded import build_sharded
 
@@ -40,7 +40,7 @@ def encode_collection(
     actors: int = 2,
     batch_size: int = 64,
     device: str | None = None,
-    on_bad: str = "error",
+    on_bad: OnBad = "error",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fill the feature cache with a dataset's image and text features.
@@ -51,7 +51,7 @@ def encode_collection(
     """
     from xmodal.features import FeatureCache, default_cache_dir
 
-    ds = data if isinstance(data, Dataset) else load_dataset(data, on_bad=on_bad)  # type: ignore[arg-type]
+    ds = data if isinstance(data, Dataset) else load_dataset(data, on_bad=on_bad)
     cache = FeatureCache(cache_dir or default_cache_dir())
     out: dict[str, Any] = {}
     for modality, name in (("image", image_encoder), ("text", text_encoder)):
@@ -92,7 +92,7 @@ def build_index_ray(
     actors: int = 2,
     shard_size: int = 1024,
     cache_dir: str | Path | None = None,
-    on_bad: str = "error",
+    on_bad: OnBad = "error",
     **build_options: Any,
 ) -> Any:
     """``build_index`` with the encoding (and, with ``shards``, the float indexes) on Ray.
@@ -111,7 +111,7 @@ def build_index_ray(
     from xmodal.index import Snapshot, build_index
 
     cache_dir = cache_dir or default_cache_dir()
-    ds = load_dataset(data, on_bad=on_bad)  # type: ignore[arg-type]
+    ds = load_dataset(data, on_bad=on_bad)
     if run is not None:
         image_name, text_name = _run_encoders(run)
         cache = FeatureCache(cache_dir)

@@ -116,22 +116,29 @@ def search_collection(
         ``(positions [q, k'], scores [q, k'] float32, distances [q, k'] int32 or None)`` with
         ``k' = min(k, rows allowed)``, best first.
     """
+    if mode in ("float", "two-stage") and vectors is None:
+        raise ValueError(f"mode {mode!r} needs query vectors")
+    if mode in ("hamming", "two-stage") and codes is None:
+        raise ValueError(f"mode {mode!r} needs query codes")
     if mode == "float":
+        assert vectors is not None
         factor = rerank_factor(col)
         if factor > 1:  # IVF-PQ: PQ scores pick candidates, exact inner products rank them
-            _, pos = _search(col, "float", vectors, k * factor, allowed)  # type: ignore[arg-type]
-            pos, scores, _ = rerank_exact(col, vectors, pos, k)  # type: ignore[arg-type]
+            _, pos = _search(col, "float", vectors, k * factor, allowed)
+            pos, scores, _ = rerank_exact(col, vectors, pos, k)
             return pos, scores, None
-        scores, pos = _search(col, "float", vectors, k, allowed)  # type: ignore[arg-type]
+        scores, pos = _search(col, "float", vectors, k, allowed)
         scores, pos = top_k(scores, pos, k)
         return pos, scores, None
-    dist, pos = _search(col, "binary", codes, k if mode == "hamming" else candidates, allowed)  # type: ignore[arg-type]
+    assert codes is not None
+    dist, pos = _search(col, "binary", codes, k if mode == "hamming" else candidates, allowed)
     dist, pos = top_k(dist, pos, dist.shape[1], higher_better=False)
     dist = np.where(pos < 0, -1, dist).astype(np.int32, copy=False)
     if mode == "hamming":
         scores = np.where(pos < 0, -np.inf, (-dist).astype(np.float32)).astype(np.float32)  # 0, not -0
         return pos, scores, dist
-    return rerank_exact(col, vectors, pos, k, dist)  # type: ignore[arg-type]
+    assert vectors is not None
+    return rerank_exact(col, vectors, pos, k, dist)
 
 
 def rerank_factor(col: Collection) -> int:
