@@ -307,3 +307,11 @@ def test_garbage_metadata_and_swapped_files(tmp_path: Path) -> None:
     shutil.move(tmp, b)
     with pytest.raises(IndexFormatError):
         Snapshot.open(tmp_path / "b", verify=False)
+
+
+def test_old_manifest_name_warns() -> None:
+    import xmodal.index
+    from xmodal.index.manifest import IndexManifest
+
+    with pytest.warns(DeprecationWarning, match="IndexManifest"):
+        assert xmodal.index.Manifest is IndexManifest
