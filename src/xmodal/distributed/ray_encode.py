@@ -133,13 +133,13 @@ class ShardEncoder:
 
     def encode(self, inputs: list[str]) -> np.ndarray:
         """``[len(inputs), dim]`` features of image paths or texts."""
-        from xmodal.encoders import encode_images
+        from xmodal.encoders import ImageEncoder, encode_images
 
-        if self.modality == "image":
+        if isinstance(self.encoder, ImageEncoder):
             return encode_images(
                 self.encoder, inputs, self.batch_size, num_workers=0, progress=False
-            )  # type: ignore[arg-type]
-        return self.encoder.encode(inputs, batch_size=self.batch_size, progress=False)  # type: ignore[call-arg]
+            )
+        return self.encoder.encode(inputs, batch_size=self.batch_size, progress=False)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         shards, rows, seconds = [], [], []

@@ -116,12 +116,8 @@ def build_index_from_vectors(
         raise ValueError(f"codes must be 'itq' or 'random' for precomputed vectors, got {codes!r}")
     if rotation is None:
         bits = check_bits(bits)
-        rotation = fit_rotation(
-            _sample_rows(image_vectors, text_vectors, fit_rows, seed),
-            bits,
-            codes,
-            seed=seed,  # type: ignore[arg-type]
-        )
+        sample = _sample_rows(image_vectors, text_vectors, fit_rows, seed)
+        rotation = fit_rotation(sample, bits, "itq" if codes == "itq" else "random", seed=seed)
         fit_on = "indexed items"
     else:
         if rotation.mean.shape[0] != d:

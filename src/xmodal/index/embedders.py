@@ -358,6 +358,8 @@ class DualEncoderModel(IndexModel):
                 )
         dev = resolve_device(device)
         kwargs = {"weights": str(self.weights)} if self.weights is not None else {}
+        self.image_encoder: ImageEncoder
+        self.text_encoder: TextEncoder
         if encoder.startswith("open_clip:"):
             from xmodal.encoders.open_clip import load_open_clip
 

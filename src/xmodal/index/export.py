@@ -16,6 +16,7 @@ training split: their ITQ rotation is fitted on the embeddings being indexed.
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from dataclasses import dataclass
@@ -166,7 +167,7 @@ class Export:
         it = self.items
         for name in ("image_vectors", "image_codes", "text_vectors", "text_codes", "text_owner"):
             array = np.asarray(getattr(it, name))
-            atomic_write(folder / f"{name}.npy", lambda p, a=array: _save_npy(p, a))
+            atomic_write(folder / f"{name}.npy", functools.partial(_save_npy, array=array))
         write_json_atomic(folder / "ids.json", [r.id for r in it.records])
         rotation = self.codes.rotation
         if rotation is not None:
