@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 __all__ = [
     "EXTRAS",
     "BadInputError",
     "MissingExtraError",
     "XmodalError",
+    "import_extra",
     "missing_extra",
     "require_extra",
     "user_message",
@@ -95,6 +99,20 @@ def missing_extra(error: BaseException, needed_by: str | None = None) -> Missing
                 return MissingExtraError(module, EXTRAS[module], needed_by)
         current = current.__cause__ or current.__context__
     return None
+
+
+def import_extra(module: str, *submodules: str, needed_by: str | None = None) -> ModuleType:
+    """Import an optional dependency (and ``submodules`` of it), or raise
+    :class:`MissingExtraError` naming the extra that installs it."""
+    try:
+        for name in (module, *submodules):
+            importlib.import_module(name)
+    except ImportError as e:
+        found = missing_extra(e, needed_by)
+        if found is None:
+            raise
+        raise found from e
+    return sys.modules[module]
 
 
 def require_extra(*modules: str, needed_by: str | None = None) -> None:

@@ -36,19 +36,14 @@ from xmodal.encoders.base import (
     register_text_encoder,
     resolve_device,
 )
+from xmodal.errors import import_extra
 
 __all__ = ["OpenClipImageEncoder", "OpenClipModel", "OpenClipTextEncoder", "load_open_clip"]
-
-_EXTRA_HINT = "open_clip is not installed; install the optional extra: pip install 'xmodal[clip]'"
 
 
 def _import_open_clip() -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        import open_clip
-    except ImportError as e:
-        raise ImportError(_EXTRA_HINT) from e
-    return open_clip
+    return import_extra("open_clip", needed_by="open_clip:<arch>")
 
 
 class OpenClipModel:

@@ -23,20 +23,14 @@ import torch
 from PIL import Image
 
 from xmodal.encoders.base import ImageEncoder, file_digest, register_image_encoder, resolve_device
+from xmodal.errors import import_extra
 
 __all__ = ["TimmImageEncoder"]
-
-_EXTRA_HINT = "timm is not installed; install the optional extra: pip install 'xmodal[clip]'"
 
 
 def _import_timm() -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        import timm
-        import timm.data
-    except ImportError as e:
-        raise ImportError(_EXTRA_HINT) from e
-    return timm
+    return import_extra("timm", "timm.data", needed_by="timm:<name>")
 
 
 class TimmImageEncoder(ImageEncoder):
