@@ -58,6 +58,7 @@ from typing import Literal
 
 import numpy as np
 
+from xmodal.evaluation._checks import real_matrix
 from xmodal.evaluation.hamming import _packed, hamming_distance
 
 __all__ = [
@@ -316,20 +317,12 @@ def _check_scores_relevant(
     scores: np.ndarray, relevant: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate a ``(scores, relevant)`` pair; returns ``(scores, relevant as bool)``."""
-    s = np.asarray(scores)
-    if s.ndim != 2:
-        raise ValueError(f"scores must be 2-D [n_query, n_db], got shape {s.shape}")
-    if s.dtype == bool or not (np.issubdtype(s.dtype, np.number)):
-        raise ValueError(f"scores must be numeric, got dtype {s.dtype}")
-    if np.iscomplexobj(s):
-        raise ValueError("scores must be real, got a complex array")
+    s = real_matrix(scores, "scores", "[n_query, n_db]")
     rel = _as_bool_matrix(relevant, "relevant")
     if rel.shape != s.shape:
         raise ValueError(
             f"scores has shape {s.shape} but relevant has shape {rel.shape}; they must match"
         )
-    if s.shape[0] == 0 or s.shape[1] == 0:
-        raise ValueError(f"scores is empty (shape {s.shape}); need at least one query and item")
     if np.issubdtype(s.dtype, np.floating) and np.isnan(s).any():
         raise ValueError("scores contains NaN; every score must be comparable")
     return s, rel

@@ -31,6 +31,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from xmodal.evaluation._checks import real_matrix
+
 __all__ = ["recall_at_k", "retrieval_rank_stats", "retrieval_ranks", "retrieval_recall"]
 
 #: Elements of the similarity matrix compared per chunk.
@@ -144,14 +146,8 @@ def retrieval_rank_stats(
 def _check_inputs(
     similarity: np.ndarray, text_to_image: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    sim = np.asarray(similarity)
-    if sim.ndim != 2:
-        raise ValueError(f"similarity must be 2-D [n_images, n_texts], got shape {sim.shape}")
-    if sim.dtype == bool or not np.issubdtype(sim.dtype, np.number) or np.iscomplexobj(sim):
-        raise ValueError(f"similarity must be a real numeric array, got dtype {sim.dtype}")
+    sim = real_matrix(similarity, "similarity", "[n_images, n_texts]")
     n_images, n_texts = sim.shape
-    if n_images == 0 or n_texts == 0:
-        raise ValueError(f"similarity is empty (shape {sim.shape})")
     t2i = np.asarray(text_to_image)
     if t2i.ndim != 1 or t2i.shape[0] != n_texts:
         raise ValueError(
