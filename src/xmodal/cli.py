@@ -563,13 +563,13 @@ def demo(
 
     if serve_index:  # before minutes of training, not after
         require_extra("fastapi", "uvicorn", needed_by="xmodal demo --serve")
-    run_demo(out, epochs=epochs, device=device, console=console)
+    shown = run_demo(out, epochs=epochs, device=device, console=console)["winner"]
     if serve_index:
         from xmodal.demo import demo_data_path
         from xmodal.index import build_index
 
-        console.print("indexing the demo set with the [bold]infonce[/] run …")
-        build_index(out / "infonce", demo_data_path(), out / "index", overwrite=True, device=device)
+        console.print(f"indexing the demo set with the [bold]{shown}[/] run …")
+        build_index(out / shown, demo_data_path(), out / "index", overwrite=True, device=device)
         _serve(out / "index", host, port, _read_token("XMODAL_TOKEN", None), device)
 
 
