@@ -96,3 +96,29 @@ def test_contact_sheet_is_self_contained_html(tmp_path: Path) -> None:
     assert "data:image/png;base64," in page
     assert "grinning &lt;face&gt;" in page and "a query &amp; more" in page
     assert "CC BY-SA 4.0" in page
+
+
+@pytest.mark.slow
+def test_demo_shows_the_method_with_the_better_validation_map(
+    emoji_slice: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo trains its methods, picks the one with the higher mean validation mAP (never
+    test) and runs its searches with that run."""
+    import io
+
+    from rich.console import Console
+
+    import xmodal.demo
+
+    monkeypatch.setattr(xmodal.demo, "demo_data_path", lambda: emoji_slice)
+    monkeypatch.setenv("XMODAL_CACHE", str(cache))
+    out = tmp_path / "demo"
+    shown = xmodal.demo.run_demo(out, epochs=2, device="cpu", console=Console(file=io.StringIO()))
+    val = shown["val"]
+    assert set(val) == set(xmodal.demo.DEMO_METHODS) == set(shown["metrics"])
+    mean_map = {m: (v["map_i2t"] + v["map_t2i"]) / 2 for m, v in val.items()}
+    assert shown["winner"] == max(mean_map, key=mean_map.__getitem__)
+    assert val[shown["winner"]] != shown["metrics"][shown["winner"]]  # val, not test, decided
+    assert shown["searches"] == {
+        q: search_text(out / shown["winner"], q, emoji_slice, k=6) for q in xmodal.demo.DEMO_QUERIES
+    }
