@@ -119,6 +119,8 @@ def test_demo_shows_the_method_with_the_better_validation_map(
     mean_map = {m: (v["map_i2t"] + v["map_t2i"]) / 2 for m, v in val.items()}
     assert shown["winner"] == max(mean_map, key=mean_map.__getitem__)
     assert val[shown["winner"]] != shown["metrics"][shown["winner"]]  # val, not test, decided
-    assert shown["searches"] == {
-        q: search_text(out / shown["winner"], q, emoji_slice, k=6) for q in xmodal.demo.DEMO_QUERIES
-    }
+    from xmodal.pipeline import run_searcher
+
+    with run_searcher(out / shown["winner"], emoji_slice) as searcher:
+        expected = {q: searcher.text_to_image(q, k=6) for q in xmodal.demo.DEMO_QUERIES}
+    assert shown["searches"] == expected
