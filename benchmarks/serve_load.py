@@ -85,7 +85,7 @@ def make_index(root: Path, n_items: int, slice_every: int, seed: int) -> tuple[P
     ]
     owner_of = {t.id: t.item for t in meta.texts_of_items(image.ids.tolist())}
     position = {int(iid): i for i, iid in enumerate(image.ids.tolist())}
-    text_owner = np.asarray([position[owner_of[int(t)]] for t in text.ids], dtype=np.int64)
+    text_to_image = np.asarray([position[owner_of[int(t)]] for t in text.ids], dtype=np.int64)
     captions = [c for r in records for c in r.captions]
 
     n_synth = n_items - len(records)
@@ -100,7 +100,7 @@ def make_index(root: Path, n_items: int, slice_every: int, seed: int) -> tuple[P
         np.concatenate([np.asarray(image.codes), choice.codes(synth, None)]),
         np.asarray(text.vectors),
         np.asarray(text.codes),
-        text_owner,
+        text_to_image,
     )
     files = {name: folder / name for name in snap.manifest.files if name != "meta.sqlite"}
     files = {k: v for k, v in files.items() if k.startswith("model/") or k == "rotation.npz"}

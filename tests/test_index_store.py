@@ -179,7 +179,7 @@ def test_append_rejects_other_sizes(tmp_path: Path) -> None:
     other = make_items(2, start=50)
     other = EncodedItems(
         other.records, other.image_vectors[:, :8], other.image_codes, other.text_vectors[:, :8],
-        other.text_codes, other.text_owner,
+        other.text_codes, other.text_to_image,
     )  # fmt: skip
     with pytest.raises(ValueError, match="8-d vectors"):
         append_items(ix, other)
@@ -194,7 +194,7 @@ def test_bad_items_are_named() -> None:
             items.image_codes,
             items.text_vectors,
             items.text_codes,
-            items.text_owner,
+            items.text_to_image,
         )
     with pytest.raises(ValueError, match="duplicate record id 'r0'"):
         EncodedItems(
@@ -203,7 +203,7 @@ def test_bad_items_are_named() -> None:
             items.image_codes,
             np.zeros((6, DIM), np.float32),
             items.text_codes,
-            items.text_owner,
+            items.text_to_image,
         )
     with pytest.raises(ValueError, match="packed uint8"):
         EncodedItems(
@@ -212,7 +212,7 @@ def test_bad_items_are_named() -> None:
             items.image_codes.astype(np.int8),
             items.text_vectors,
             items.text_codes,
-            items.text_owner,
+            items.text_to_image,
         )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -13,24 +12,7 @@ from xmodal.methods.base import Method
 if TYPE_CHECKING:
     from xmodal.training.data import PairedFeatures
 
-__all__ = ["Embeddings", "embed_features", "embed_pairs", "score_embeddings"]
-
-
-@dataclass(frozen=True)
-class Embeddings:
-    """L2-normalised joint-space embeddings of one split.
-
-    Attributes:
-        image: ``[n_images, d]`` float32.
-        text: ``[n_texts, d]`` float32.
-        text_to_image: ``[n_texts]`` index of each caption's image.
-        labels: Optional ``[n_images, n_labels]`` boolean label matrix.
-    """
-
-    image: np.ndarray
-    text: np.ndarray
-    text_to_image: np.ndarray
-    labels: np.ndarray | None = None
+__all__ = ["embed_features", "embed_pairs", "score_embeddings"]
 
 
 @torch.inference_mode()
@@ -71,9 +53,12 @@ def embed_features(
 
 def embed_pairs(
     method: Method, features: PairedFeatures, device: torch.device | str | None = None
-) -> Embeddings:
-    """Embed both modalities of one split."""
-    return Embeddings(
+) -> PairedFeatures:
+    """Embed both modalities of one split: the same container, with L2-normalised joint-space
+    embeddings as ``image`` and ``text`` (``text_to_image`` and ``labels`` kept, extras dropped)."""
+    from xmodal.training.data import PairedFeatures
+
+    return PairedFeatures(
         image=embed_features(method, features.image, "image", device=device),
         text=embed_features(method, features.text, "text", device=device),
         text_to_image=features.text_to_image,
@@ -81,7 +66,7 @@ def embed_pairs(
     )
 
 
-def score_embeddings(emb: Embeddings, with_map: bool = True) -> dict[str, float]:
+def score_embeddings(emb: PairedFeatures, with_map: bool = True) -> dict[str, float]:
     """Recall@K both ways and rsum; with labels also ``map_i2t``, ``map_t2i``, ``map_i2i``, ``map_t2t``.
 
     Similarity is the cosine (embeddings are normalised). mAP uses multi-label relevance (shares

@@ -86,7 +86,7 @@ def build_index_from_vectors(
     records: Sequence[Record],
     image_vectors: np.ndarray,
     text_vectors: np.ndarray | None = None,
-    text_owner: np.ndarray | None = None,
+    text_to_image: np.ndarray | None = None,
     *,
     bits: int = 64,
     codes: str = "itq",
@@ -110,7 +110,7 @@ def build_index_from_vectors(
     d = image_vectors.shape[1]
     if text_vectors is None:
         text_vectors = np.zeros((0, d), dtype=np.float32)
-        text_owner = np.zeros(0, dtype=np.int64)
+        text_to_image = np.zeros(0, dtype=np.int64)
     text_vectors = np.ascontiguousarray(text_vectors, dtype=np.float32)
     if codes not in ("itq", "random"):
         raise ValueError(f"codes must be 'itq' or 'random' for precomputed vectors, got {codes!r}")
@@ -130,7 +130,7 @@ def build_index_from_vectors(
         choice.codes(image_vectors, None),
         text_vectors,
         choice.codes(text_vectors, None),
-        np.asarray(text_owner, dtype=np.int64),
+        np.asarray(text_to_image, dtype=np.int64),
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / ROTATION

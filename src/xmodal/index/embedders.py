@@ -77,7 +77,7 @@ class EmbeddedDataset:
     dataset: Dataset
     image: Embedded
     text: Embedded
-    text_owner: np.ndarray
+    text_to_image: np.ndarray
 
 
 @torch.inference_mode()

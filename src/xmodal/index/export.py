@@ -141,7 +141,7 @@ def encode_items(embedded: EmbeddedDataset, choice: CodeChoice) -> EncodedItems:
         image_codes=choice.codes(embedded.image.vectors, embedded.image.head_codes),
         text_vectors=embedded.text.vectors,
         text_codes=choice.codes(embedded.text.vectors, embedded.text.head_codes),
-        text_owner=embedded.text_owner,
+        text_to_image=embedded.text_to_image,
     )
 
 
@@ -160,12 +160,12 @@ class Export:
 
     def save(self, folder: str | Path) -> Path:
         """Write ``image_vectors.npy``, ``image_codes.npy`` (packed), ``text_*.npy``,
-        ``text_owner.npy``, ``ids.json`` (record ids) and ``export.json``; the rotation as
+        ``text_to_image.npy``, ``ids.json`` (record ids) and ``export.json``; the rotation as
         ``rotation.npz`` when there is one."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         it = self.items
-        for name in ("image_vectors", "image_codes", "text_vectors", "text_codes", "text_owner"):
+        for name in ("image_vectors", "image_codes", "text_vectors", "text_codes", "text_to_image"):
             array = np.asarray(getattr(it, name))
             atomic_write(folder / f"{name}.npy", functools.partial(_save_npy, array=array))
         write_json_atomic(folder / "ids.json", [r.id for r in it.records])

@@ -36,7 +36,7 @@ class EncodedItems:
         text_vectors: ``[n_texts, d]`` float32 embeddings of the captions, in
             ``Dataset.captions()`` order.
         text_codes: ``[n_texts, bits / 8]`` uint8 packed codes.
-        text_owner: ``[n_texts]`` index into ``records`` of each caption's record.
+        text_to_image: ``[n_texts]`` index into ``records`` of each caption's record.
     """
 
     records: Sequence[Record]
@@ -44,10 +44,10 @@ class EncodedItems:
     image_codes: np.ndarray
     text_vectors: np.ndarray
     text_codes: np.ndarray
-    text_owner: np.ndarray
+    text_to_image: np.ndarray
 
     def __post_init__(self) -> None:
-        n, n_text = len(self.records), len(self.text_owner)
+        n, n_text = len(self.records), len(self.text_to_image)
         iv, tv = self.image_vectors, self.text_vectors
         if iv.ndim != 2 or iv.shape[0] != n:
             raise ValueError(f"image_vectors must be [{n}, d] (one per record), got {iv.shape}")
@@ -68,9 +68,9 @@ class EncodedItems:
                 f"image and text codes differ in length: {self.image_codes.shape[1]} vs "
                 f"{self.text_codes.shape[1]} bytes"
             )
-        owner = np.asarray(self.text_owner)
+        owner = np.asarray(self.text_to_image)
         if n_text and (owner.min() < 0 or owner.max() >= n):
-            raise ValueError(f"text_owner must index records 0..{n - 1}")
+            raise ValueError(f"text_to_image must index records 0..{n - 1}")
         expected = sum(len(r.captions) for r in self.records)
         if expected != n_text:
             raise ValueError(
@@ -103,14 +103,14 @@ class EncodedItems:
         keep = np.asarray(keep, dtype=np.int64)
         new_index = np.full(len(self.records), -1, dtype=np.int64)
         new_index[keep] = np.arange(len(keep))
-        rows = np.flatnonzero(new_index[self.text_owner] >= 0)
+        rows = np.flatnonzero(new_index[self.text_to_image] >= 0)
         # captions must follow the new record order
-        rows = rows[np.argsort(new_index[self.text_owner[rows]], kind="stable")]
+        rows = rows[np.argsort(new_index[self.text_to_image[rows]], kind="stable")]
         return EncodedItems(
             records=[self.records[i] for i in keep],
             image_vectors=self.image_vectors[keep],
             image_codes=self.image_codes[keep],
             text_vectors=self.text_vectors[rows],
             text_codes=self.text_codes[rows],
-            text_owner=new_index[self.text_owner[rows]],
+            text_to_image=new_index[self.text_to_image[rows]],
         )

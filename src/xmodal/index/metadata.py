@@ -213,14 +213,14 @@ class MetadataWriter(_Queries, Closing):
         records: Sequence[Record],
         item_ids: np.ndarray,
         text_ids: np.ndarray,
-        text_owner: np.ndarray,
+        text_to_image: np.ndarray,
     ) -> None:
         """Insert ``records`` with their stable ids, and one ``texts`` row per caption."""
         caption_rows: list[tuple[int, int, int, str]] = []
         j = 0
         for i, r in enumerate(records):
             for pos, caption in enumerate(r.captions):
-                if text_owner[j] != i:
+                if text_to_image[j] != i:
                     raise ValueError("text rows are not in record order")
                 caption_rows.append((int(text_ids[j]), int(item_ids[i]), pos, caption))
                 j += 1

@@ -324,7 +324,7 @@ class IndexWriter:
             if name != "auto":
                 get_kind(family, name)  # unknown names fail before any work
         widths: dict[Family, int] = {"float": items.dim, "binary": bits}
-        n_text = len(items.text_owner)
+        n_text = len(items.text_to_image)
         item_ids, text_ids = _id_block(0, len(items)), _id_block(0, n_text)
         self._vw = VersionWriter(self.index_dir, self._parent)
         try:
@@ -335,7 +335,7 @@ class IndexWriter:
                 "text": _new_rows(text_ids, _item_rows(items, "text"), widths, kinds, params or {}),
             }
             self._meta = MetadataWriter(self._vw.path(META), create=True)
-            self._meta.insert(items.records, item_ids, text_ids, items.text_owner)
+            self._meta.insert(items.records, item_ids, text_ids, items.text_to_image)
             for name, src in (files or {}).items():
                 self._vw.write(name, functools.partial(shutil.copyfile, src))
         except BaseException:
@@ -393,15 +393,15 @@ class IndexWriter:
         if existing and on_exists == "replace":
             self._drop(staged, np.asarray(sorted(existing.values()), dtype=np.int64))
         item_ids = _id_block(base.next_ids["item"], len(items))
-        text_ids = _id_block(base.next_ids["text"], len(items.text_owner))
+        text_ids = _id_block(base.next_ids["text"], len(items.text_to_image))
         self._collections["image"].append(item_ids, _item_rows(items, "image"))
         self._collections["text"].append(text_ids, _item_rows(items, "text"))
-        staged.insert(items.records, item_ids, text_ids, items.text_owner)
+        staged.insert(items.records, item_ids, text_ids, items.text_to_image)
         self._base = replace(
             base,
             next_ids={
                 "item": base.next_ids["item"] + len(items),
-                "text": base.next_ids["text"] + len(items.text_owner),
+                "text": base.next_ids["text"] + len(items.text_to_image),
             },
         )
 

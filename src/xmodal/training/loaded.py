@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from xmodal.datasets import Dataset, Split
-from xmodal.embedding import Embeddings, embed_pairs
+from xmodal.embedding import embed_pairs
 from xmodal.encoders.base import TextEncoder, resolve_device
 from xmodal.methods import Method
 from xmodal.training.data import PairedFeatures
@@ -53,6 +53,6 @@ class LoadedRun:
             progress,
         )
 
-    def embed(self, features: PairedFeatures) -> Embeddings:
+    def embed(self, features: PairedFeatures) -> PairedFeatures:
         """Joint-space embeddings of a split."""
         return embed_pairs(self.method, features, self.device)
