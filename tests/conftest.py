@@ -144,6 +144,37 @@ def toy_weights(tmp_path: Path) -> Path:
     return toy_weights_file(tmp_path / "toy.npy")
 
 
+# --- a tiny random-weight open_clip model (optional extra ``clip``) ----------------------------
+TINY_CLIP = "xmodal-tiny-clip"
+TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Register the :data:`TINY_CLIP` architecture and save one random model's weights (seed 0);
+    skips without open_clip."""
+    open_clip = pytest.importorskip(
+        "open_clip", reason="open_clip is an optional extra: pip install 'xmodal[clip]'"
+    )
+    folder = tmp_path_factory.mktemp("open_clip")
+    (folder / f"{TINY_CLIP}.json").write_text(json.dumps(TINY_CLIP_CONFIG))
+    open_clip.add_model_config(folder / f"{TINY_CLIP}.json")
+    torch.manual_seed(0)
+    path = folder / "tiny.pt"
+    torch.save(open_clip.create_model(TINY_CLIP, pretrained=None).state_dict(), path)
+    return path
+
+
+def noise_picture(seed: int, size: tuple[int, int] = (50, 40)) -> Image.Image:
+    """A ``size`` (width, height) RGB picture of uniform noise, the same for the same seed."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8))
+
+
 def colour_png(rgb: tuple[int, int, int] = (230, 20, 20), size: tuple[int, int] = (12, 12)) -> bytes:
     """PNG bytes of a plain square."""
     out = io.BytesIO()

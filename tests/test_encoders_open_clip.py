@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,33 +13,20 @@ open_clip = pytest.importorskip(
     "open_clip", reason="open_clip is an optional extra: pip install 'xmodal[clip]'"
 )
 
+from conftest import TINY_CLIP as ARCH  # noqa: E402
+from conftest import noise_picture  # noqa: E402
+
 from xmodal.encoders import encode_images, get_image_encoder, get_text_encoder  # noqa: E402
 from xmodal.encoders.open_clip import OpenClipModel, load_open_clip  # noqa: E402
 
-ARCH = "xmodal-tiny-clip"
-TINY = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "head_width": 32, "patch_size": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
 
 @pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Register the tiny architecture and save one random model's weights to a file."""
-    folder = tmp_path_factory.mktemp("open_clip")
-    (folder / f"{ARCH}.json").write_text(json.dumps(TINY))
-    open_clip.add_model_config(folder / f"{ARCH}.json")
-    torch.manual_seed(0)
-    model = open_clip.create_model(ARCH, pretrained=None)
-    path = folder / "tiny.pt"
-    torch.save(model.state_dict(), path)
-    return path
+def tiny_weights(tiny_clip_weights: Path) -> Path:
+    return tiny_clip_weights
 
 
 def picture(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, size=(40, 50, 3), dtype=np.uint8))
+    return noise_picture(seed, (50, 40))
 
 
 def test_random_weights_warn(tiny_weights: Path) -> None:

@@ -11,6 +11,8 @@ from PIL import Image
 
 timm = pytest.importorskip("timm", reason="timm is an optional extra: pip install 'xmodal[clip]'")
 
+from conftest import noise_picture  # noqa: E402
+
 from xmodal.encoders import encode_images, get_image_encoder  # noqa: E402
 from xmodal.encoders.timm import TimmImageEncoder  # noqa: E402
 
@@ -30,8 +32,7 @@ def weights(name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def picture(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, size=(70, 90, 3), dtype=np.uint8))
+    return noise_picture(seed, (90, 70))
 
 
 def test_random_weights_warn(name: str) -> None:

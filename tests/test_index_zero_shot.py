@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import COLOURS as ALL_COLOURS
+from conftest import TINY_CLIP
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -120,34 +120,8 @@ def test_cli_zero_shot(photos: Path, weights: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "either a run directory or a dual encoder" in result.output
 
 
-def test_open_clip_zero_shot(photos: Path, tmp_path: Path) -> None:
-    open_clip = pytest.importorskip(
-        "open_clip", reason="open_clip is an optional extra: pip install 'xmodal[clip]'"
-    )
-    arch = "xmodal-index-tiny-clip"
-    config = {
-        "embed_dim": 32,
-        "vision_cfg": {
-            "image_size": 32,
-            "layers": 1,
-            "width": 64,
-            "head_width": 32,
-            "patch_size": 16,
-        },
-        "text_cfg": {
-            "context_length": 16,
-            "vocab_size": 49408,
-            "width": 32,
-            "heads": 2,
-            "layers": 1,
-        },
-    }
-    (tmp_path / f"{arch}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(tmp_path / f"{arch}.json")
-    torch.manual_seed(0)
-    model = open_clip.create_model(arch, pretrained=None)
-    weights = tmp_path / "tiny.pt"
-    torch.save(model.state_dict(), weights)
+def test_open_clip_zero_shot(photos: Path, tiny_clip_weights: Path, tmp_path: Path) -> None:
+    arch, weights = TINY_CLIP, tiny_clip_weights
     ix = tmp_path / "ix"
     result = runner.invoke(
         app,
