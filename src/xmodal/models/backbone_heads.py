@@ -43,6 +43,7 @@ from xmodal.models.heads import ProjectionHead
 from xmodal.models.param_groups import param_groups, set_lr_scale
 
 __all__ = [
+    "BackboneTop",
     "BackboneTopHead",
     "EfficientNetTop",
     "EfficientNetTopHead",
@@ -156,7 +157,15 @@ def _bert_state(model_path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-class MiniLMTop(nn.Module):
+class BackboneTop(nn.Module):
+    """Trainable copies of a frozen encoder's top layers, reading the features of its cut point."""
+
+    def check_dim(self, in_dim: int) -> None:
+        """Raise ``ValueError`` unless feature rows of width ``in_dim`` fit the cut point."""
+        raise NotImplementedError
+
+
+class MiniLMTop(BackboneTop):
     """The last ``top_layers`` layers of all-MiniLM-L6-v2, masked mean pooling, L2 normalisation.
 
     Input rows are ``minilm.tokens-l<L - top_layers>`` features: ``[B, T * width]`` (all-zero
@@ -233,7 +242,7 @@ class MiniLMTop(nn.Module):
 
 
 # --- EfficientNet-Lite0 -----------------------------------------------------------------------
-class EfficientNetTop(nn.Module):
+class EfficientNetTop(BackboneTop):
     """The last ``top_blocks`` MBConv blocks of EfficientNet-Lite0, head conv, BN, ReLU6, pool.
 
     Input rows are ``efficientnet-lite0.blocks-<16 - top_blocks>`` features (``[B, C * H * W]``,
@@ -322,7 +331,7 @@ class BackboneTopHead(nn.Module):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: BackboneTop,
         backbone_dim: int,
         out_dim: int,
         hidden: Sequence[int] = (1024,),
@@ -330,7 +339,8 @@ class BackboneTopHead(nn.Module):
         lr_scale: float = 0.1,
     ) -> None:
         super().__init__()
-        self.backbone = set_lr_scale(backbone, lr_scale)
+        set_lr_scale(backbone, lr_scale)
+        self.backbone = backbone
         if lr_scale == 0:
             backbone.requires_grad_(False)
         self.projection = ProjectionHead(backbone_dim, out_dim, hidden, dropout)
@@ -377,7 +387,10 @@ class EfficientNetTopHead(BackboneTopHead):
 
 
 # --- the tower factory ------------------------------------------------------------------------
-_FAMILIES: dict[str, tuple[type[BackboneTopHead], str, int]] = {
+#: Builds a top head from ``(layers, out_dim, hidden, dropout, lr_scale)``.
+TopHeadFactory = Callable[[int, int, Sequence[int], float, float], BackboneTopHead]
+
+_FAMILIES: dict[str, tuple[TopHeadFactory, str, int]] = {
     # family: (head class, encoder name template taking the cut point, number of layers)
     "minilm": (MiniLMTopHead, "minilm.tokens-l{}", 6),
     "efficientnet": (EfficientNetTopHead, "efficientnet-lite0.blocks-{}", 16),
@@ -441,7 +454,7 @@ def build_tower(
     cls = _FAMILIES[family][0]
     head = cls(k, out_dim, hidden, dropout, lr_scale)
     try:
-        head.backbone.check_dim(in_dim)  # type: ignore[operator]
+        head.backbone.check_dim(in_dim)
     except ValueError as e:
         raise ValueError(f"tower {name!r} reads {tower_encoder(name)} features: {e}") from None
     return head
