@@ -40,6 +40,8 @@ def test_matches_brute_force_with_ties_and_padding(
     got_s, got_p = top_k(scores, positions, k, higher_better=higher_better)
     want = reference(scores, positions, k, higher_better)
     assert got_p.tolist() == want
+    order = best_first(scores, positions, k, higher_better=higher_better)
+    assert np.take_along_axis(positions, order, 1).tolist() == want
     assert got_p.shape == (q, min(k, m))
     for row in range(q):
         for j, pos in enumerate(got_p[row].tolist()):

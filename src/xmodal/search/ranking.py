@@ -11,8 +11,10 @@ and an exact re-rank agree row for row::
 
 Implementation: each (score, position) pair becomes one unsigned 64-bit key whose ascending
 order is the ranking (the score's order-preserving 32-bit image in the high half, the position
-in the low half; padding the largest key), so one ``argpartition`` picks the ``k`` best and one
-``argsort`` of those ``k`` orders them, ties included, without a comparison callback.
+in the low half; padding the largest key), so one ``partition`` picks the ``k`` best and one
+``sort`` of those ``k`` orders them, ties included, without a comparison callback;
+:func:`top_k` reads scores and positions back from the sorted keys, :func:`best_first` returns
+the order itself (to carry other arrays along).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ _LOW = np.uint64(0xFFFFFFFF)
 def _score_keys(scores: np.ndarray, higher_better: bool) -> np.ndarray:
     """uint32 keys whose ascending order is the best-first order of float32 or int32 scores."""
     if scores.dtype.kind in "iu":
-        if scores.size and (scores.min() < -(1 << 31) or scores.max() >= 1 << 31):
+        wide = scores.dtype.itemsize > 4 or scores.dtype == np.uint32
+        if wide and scores.size and (scores.min() < -(1 << 31) or scores.max() >= 1 << 31):
             raise ValueError("integer scores must fit in int32")
         v = (scores.astype(np.int64) + (1 << 31)).astype(np.uint32)
     elif scores.dtype == np.float32:
@@ -41,22 +44,8 @@ def _score_keys(scores: np.ndarray, higher_better: bool) -> np.ndarray:
     return ~v if higher_better else v
 
 
-def best_first(
-    scores: np.ndarray, positions: np.ndarray, k: int, *, higher_better: bool = True
-) -> np.ndarray:
-    """Column indices ``[q, min(k, m)]`` of each row's ``k`` best entries, in ranking order.
-
-    Args:
-        scores: ``[q, m]`` float32 or integer scores (NaN is not a score).
-        positions: ``[q, m]`` or ``[m]`` row positions of the entries, ``-1`` for padding
-            (ranked last whatever its score); positions must be below ``2**32``.
-        k: Entries kept per row.
-        higher_better: Rank high scores first (similarities) or low ones (distances).
-
-    Returns:
-        ``order`` such that ``np.take_along_axis(scores, order, 1)`` is the ranked scores.
-    """
-    scores = np.asarray(scores)
+def _rank_keys(scores: np.ndarray, positions: np.ndarray, higher_better: bool) -> np.ndarray:
+    """``[q, m]`` uint64 keys whose ascending order is the ranking (padding: the largest key)."""
     if scores.ndim != 2:
         raise ValueError(f"scores must be [q, m], got shape {scores.shape}")
     pos = np.broadcast_to(np.asarray(positions, dtype=np.int64), scores.shape)
@@ -66,15 +55,34 @@ def best_first(
         pos.astype(np.uint64) & _LOW
     )
     key[pos < 0] = _PAD
-    m = key.shape[1]
-    k = max(0, min(int(k), m))
+    return key
+
+
+def best_first(
+    scores: np.ndarray, positions: np.ndarray, k: int, *, higher_better: bool = True
+) -> np.ndarray:
+    """Column indices ``[q, min(k, m)]`` of each row's ``k`` best entries, in ranking order.
+
+    Args:
+        scores: ``[q, m]`` float32 or integer (int32 range) scores; NaN is not a score.
+        positions: ``[q, m]`` or ``[m]`` row positions of the entries, ``-1`` for padding
+            (ranked last whatever its score); positions must be below ``2**32``.
+        k: Entries kept per row.
+        higher_better: Rank high scores first (similarities) or low ones (distances).
+
+    Returns:
+        ``order`` such that ``np.take_along_axis(scores, order, 1)`` is the ranked scores (use
+        it to carry other per-entry arrays along).
+    """
+    key = _rank_keys(np.asarray(scores), positions, higher_better)
+    k = max(0, min(int(k), key.shape[1]))
     if k == 0:
-        return np.zeros((scores.shape[0], 0), dtype=np.int64)
-    if k < m:
+        return np.zeros((key.shape[0], 0), dtype=np.int64)
+    if k < key.shape[1]:
         picked = np.argpartition(key, k - 1, axis=1)[:, :k]
-        order = np.argsort(np.take_along_axis(key, picked, 1), axis=1, kind="stable")
+        order = np.argsort(np.take_along_axis(key, picked, 1), axis=1)
         return np.take_along_axis(picked, order, 1)
-    return np.argsort(key, axis=1, kind="stable")
+    return np.argsort(key, axis=1)
 
 
 def top_k(
@@ -82,22 +90,30 @@ def top_k(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best ``(scores [q, k'], positions [q, k'])`` of each row, ``k' = min(k, m)``.
 
-    Ranked by :func:`best_first`. Padding keeps position ``-1`` and gets the worst score:
-    ``-inf`` / ``+inf`` for floats, the dtype's minimum / maximum for integers.
+    Ranked as :func:`best_first` ranks (arguments alike), but sorts the keys themselves and
+    reads scores and positions back from them (no index gathering). Padding keeps position
+    ``-1`` and gets the worst score: ``-inf`` / ``+inf`` for floats, the dtype's minimum /
+    maximum for integers. A score of ``-0.0`` comes back as ``0.0``.
     """
     scores = np.asarray(scores)
-    order = best_first(scores, positions, k, higher_better=higher_better)
-    pos = np.take_along_axis(
-        np.broadcast_to(np.asarray(positions, dtype=np.int64), scores.shape), order, 1
-    )
-    out = np.take_along_axis(scores, order, 1)
-    pad = pos < 0
+    key = _rank_keys(scores, positions, higher_better)
+    k = max(0, min(int(k), key.shape[1]))
+    if k < key.shape[1]:
+        key = np.partition(key, k - 1, axis=1)[:, :k] if k else key[:, :0]
+    key.sort(axis=1)
+    pad = key == _PAD
+    pos = (key & _LOW).astype(np.int64)
+    v = (key >> np.uint64(32)).astype(np.uint32)
+    if higher_better:
+        v = ~v
+    if scores.dtype.kind in "iu":
+        out = (v.astype(np.int64) - (1 << 31)).astype(scores.dtype)
+        info = np.iinfo(scores.dtype)
+        worst: float | int = int(info.min if higher_better else info.max)
+    else:
+        out = np.where(v >> 31 == 1, v & np.uint32(0x7FFFFFFF), ~v).view(np.float32)
+        worst = -np.inf if higher_better else np.inf
     if pad.any():
-        if out.dtype.kind == "f":
-            worst: float | int = -np.inf if higher_better else np.inf
-        else:
-            info = np.iinfo(out.dtype)
-            worst = int(info.min if higher_better else info.max)
         out[pad] = worst
         pos[pad] = -1
     return out, pos
