@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xmodal.datasets import Dataset, load_dataset
+from xmodal.datasets import Dataset, OnBad, load_dataset
 from xmodal.datasets.split_rules import DEFAULT_SPLIT, parse_split
 from xmodal.distributed.gather import world
 from xmodal.embedding import score_embeddings
@@ -80,7 +80,7 @@ def train(
     method_options: dict[str, Any] | None = None,
     train_options: dict[str, Any] | None = None,
     cache_dir: str | Path | None = None,
-    on_bad: str = "error",
+    on_bad: OnBad = "error",
     dataset: Dataset | None = None,
 ) -> dict[str, Any]:
     """Train ``method`` on ``data`` and write the run directory ``out``.
@@ -107,7 +107,7 @@ def train(
     )
     train_cfg = TrainConfig(**(train_options or {}))
     out = Path(out)
-    ds = dataset if dataset is not None else load_dataset(data, on_bad=on_bad)  # type: ignore[arg-type]
+    ds = dataset if dataset is not None else load_dataset(data, on_bad=on_bad)
     the_split = parse_split(split, ds, seed=train_cfg.seed)
     if not the_split.train:
         raise ValueError(f"split {split!r} leaves no training records")
@@ -156,8 +156,8 @@ def train(
     return metrics
 
 
-def _dataset_of(run: LoadedRun, data: str | Path | None, on_bad: str) -> Dataset:
-    return load_dataset(data if data is not None else run.config.data, on_bad=on_bad)  # type: ignore[arg-type]
+def _dataset_of(run: LoadedRun, data: str | Path | None, on_bad: OnBad) -> Dataset:
+    return load_dataset(data if data is not None else run.config.data, on_bad=on_bad)
 
 
 def evaluate(
@@ -165,7 +165,7 @@ def evaluate(
     data: str | Path | None = None,
     split: str = "test",
     cache_dir: str | Path | None = None,
-    on_bad: str = "error",
+    on_bad: OnBad = "error",
     progress: bool = True,
 ) -> dict[str, float]:
     """Recall@K, rsum (and mAP in four directions when labels exist) of a run on one split.

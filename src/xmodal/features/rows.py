@@ -24,7 +24,7 @@ def image_paths(dataset: Dataset) -> list[Path]:
             f"dataset {dataset.name!r}: {len(missing)} record(s) have no image file "
             f"(first: {missing[0]!r}); use the precomputed image features instead"
         )
-    return [Path(r.image) for r in dataset.records]  # type: ignore[arg-type]
+    return [r.image for r in dataset.records if r.image is not None]
 
 
 def text_rows(dataset: Dataset) -> tuple[list[str], np.ndarray]:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from xmodal.datasets import Dataset, load_dataset
+from xmodal.datasets import Dataset, OnBad, load_dataset
 from xmodal.index.coding import load_code_choice, save_rotation
 from xmodal.index.embedders import load_model
 from xmodal.index.export import encode_items, export_dataset, make_model
@@ -45,7 +45,7 @@ def build_index(
     overwrite: bool = False,
     cache_dir: str | Path | None = None,
     device: str | None = None,
-    on_bad: str = "error",
+    on_bad: OnBad = "error",
     progress: bool = True,
 ) -> IndexManifest:
     """Index every record of ``data`` (images with or without captions).
@@ -76,7 +76,7 @@ def build_index(
     if (out / "CURRENT").is_file() and not overwrite:
         raise FileExistsError(f"{out} already holds an index; pass overwrite to replace it")
     model = make_model(run, encoder, weights, device)
-    ds = data if isinstance(data, Dataset) else load_dataset(data, on_bad=on_bad)  # type: ignore[arg-type]
+    ds = data if isinstance(data, Dataset) else load_dataset(data, on_bad=on_bad)
     exported = export_dataset(
         model, ds, bits=bits, codes=codes, cache_dir=cache_dir, progress=progress
     )
@@ -107,7 +107,7 @@ def add_to_index(
     on_exists: OnExists = "error",
     cache_dir: str | Path | None = None,
     device: str | None = None,
-    on_bad: str = "error",
+    on_bad: OnBad = "error",
     progress: bool = True,
 ) -> IndexManifest:
     """Encode the records of ``data`` with the index's own model and codes, and add them.
@@ -122,7 +122,7 @@ def add_to_index(
     manifest = read_manifest(folder, pointer.manifest_sha256)
     model = load_model(manifest.model, folder, device)
     choice = load_code_choice(folder, manifest)
-    ds = data if isinstance(data, Dataset) else load_dataset(data, on_bad=on_bad)  # type: ignore[arg-type]
+    ds = data if isinstance(data, Dataset) else load_dataset(data, on_bad=on_bad)
     items = encode_items(model.embed_dataset(ds, cache_dir, progress), choice)
     return append_items(index_dir, items, on_exists=on_exists, expect_model=manifest.model)
 

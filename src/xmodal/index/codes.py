@@ -14,7 +14,8 @@ method gets codes from here, so that every run can be searched and evaluated in 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import BinaryIO, Literal
 
 import numpy as np
 
@@ -48,13 +49,13 @@ class CodeRotation:
             raise ValueError(f"expected embeddings of shape [n, {self.mean.shape[0]}], got {x.shape}")
         return np.where((x - self.mean) @ self.projection >= 0, 1, -1).astype(np.int8)
 
-    def save(self, path: str) -> None:
-        """Write to an ``.npz`` file."""
+    def save(self, path: str | Path | BinaryIO) -> None:
+        """Write to an ``.npz`` file (a path or a binary file object)."""
         np.savez(path, mean=self.mean, projection=self.projection, kind=np.array(self.kind))
 
     @classmethod
-    def load(cls, path: str) -> CodeRotation:
-        """Read from an ``.npz`` file written by :meth:`save`."""
+    def load(cls, path: str | Path | BinaryIO) -> CodeRotation:
+        """Read from an ``.npz`` file written by :meth:`save` (a path or a binary file object)."""
         with np.load(path) as z:
             return cls(z["mean"], z["projection"], str(z["kind"]))
 

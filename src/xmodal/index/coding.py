@@ -61,7 +61,7 @@ class CodeChoice:
 def save_rotation(rotation: CodeRotation, path: Path) -> None:
     """Write a rotation to exactly ``path`` (``np.savez`` appends ``.npz`` to bare paths)."""
     with open(path, "wb") as f:
-        rotation.save(f)  # type: ignore[arg-type]
+        rotation.save(f)
 
 
 def load_code_choice(folder: Path, manifest: IndexManifest) -> CodeChoice:
@@ -70,7 +70,7 @@ def load_code_choice(folder: Path, manifest: IndexManifest) -> CodeChoice:
     rotation = None
     if spec.get("rotation"):
         with open(folder / spec["rotation"], "rb") as f:
-            rotation = CodeRotation.load(f)  # type: ignore[arg-type]
+            rotation = CodeRotation.load(f)
     return CodeChoice(spec["source"], int(manifest.bits), rotation, spec.get("fit_on"))
 
 

@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from xmodal.datasets import Dataset, load_dataset
+from xmodal.datasets import Dataset, OnBad, load_dataset
 from xmodal.index.codes import CodeRotation, fit_rotation
 from xmodal.index.coding import CodeChoice, save_rotation
 from xmodal.index.embedders import DualEncoderModel, EmbeddedDataset, IndexModel, RunModel
@@ -97,11 +97,11 @@ def choose_codes(
     if codes == "itq":
         if bits > model.dim:
             raise ValueError(f"itq needs bits <= the embedding size ({model.dim}), got {bits}")
-        if rows <= bits:
+        if fit_embeddings is None or rows <= bits:
             raise ValueError(f"itq needs more than {bits} embeddings to fit on, got {rows}")
-        return CodeChoice("itq", bits, fit_rotation(fit_embeddings, bits, "itq", seed=seed), fit_on)  # type: ignore[arg-type]
-    if rows >= 2:
-        rotation = fit_rotation(fit_embeddings, bits, "random", seed=seed)  # type: ignore[arg-type]
+        return CodeChoice("itq", bits, fit_rotation(fit_embeddings, bits, "itq", seed=seed), fit_on)
+    if fit_embeddings is not None and rows >= 2:
+        rotation = fit_rotation(fit_embeddings, bits, "random", seed=seed)
     else:
         rng = np.random.default_rng(seed)
         g = rng.standard_normal((model.dim, bits))
@@ -186,13 +186,13 @@ def make_model(
     run: str | Path | None, encoder: str | None, weights: str | Path | None, device: str | None
 ) -> IndexModel:
     """A :class:`RunModel` for ``run`` or a :class:`DualEncoderModel` for ``encoder``."""
-    if (run is None) == (encoder is None):
-        raise ValueError("give either a run directory or a dual encoder (encoder=...), not both")
-    if run is not None:
+    if run is not None and encoder is None:
         if weights is not None:
             raise ValueError("weights= goes with encoder=, not with a trained run")
         return RunModel(run, device)
-    return DualEncoderModel(encoder, weights, device)  # type: ignore[arg-type]
+    if encoder is not None and run is None:
+        return DualEncoderModel(encoder, weights, device)
+    raise ValueError("give either a run directory or a dual encoder (encoder=...), not both")
 
 
 def export_dataset(
@@ -230,10 +230,10 @@ def export_run(
     codes: str = "auto",
     cache_dir: str | Path | None = None,
     device: str | None = None,
-    on_bad: str = "error",
+    on_bad: OnBad = "error",
     progress: bool = True,
 ) -> Export:
     """Embeddings and codes of ``data`` (default: the run's own data) through a trained run."""
     model = RunModel(run_dir, device)
-    ds = load_dataset(data if data is not None else model.run.config.data, on_bad=on_bad)  # type: ignore[arg-type]
+    ds = load_dataset(data if data is not None else model.run.config.data, on_bad=on_bad)
     return export_dataset(model, ds, bits=bits, codes=codes, cache_dir=cache_dir, progress=progress)

@@ -260,7 +260,7 @@ class Snapshot(Closing):
         rotation = None
         if manifest.codes.get("rotation"):
             with open(folder / manifest.codes["rotation"], "rb") as f:
-                rotation = CodeRotation.load(f)  # type: ignore[arg-type]
+                rotation = CodeRotation.load(f)
             if rotation.bits != manifest.bits or rotation.mean.shape[0] != manifest.dim:
                 meta.close()
                 raise IndexFormatError(

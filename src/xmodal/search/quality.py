@@ -14,13 +14,13 @@ import numpy as np
 
 from xmodal.evaluation import mean_average_precision, relevance_from_labels, retrieval_recall
 from xmodal.search.engine import Mode
-from xmodal.search.searcher import Searcher
+from xmodal.search.searcher import Searcher, Target
 
 __all__ = ["index_metrics"]
 
 
 def _scores(
-    searcher: Searcher, source: str, target: str, mode: Mode, candidates: int
+    searcher: Searcher, source: Target, target: Target, mode: Mode, candidates: int
 ) -> np.ndarray:
     """``[n_source, n_target]`` scores of every source row against every target row."""
     snap = searcher.snapshot
@@ -32,7 +32,7 @@ def _scores(
     vectors = np.ascontiguousarray(src.vectors, dtype=np.float32)
     codes = np.ascontiguousarray(src.codes)
     hits = searcher.search(
-        target,  # type: ignore[arg-type]
+        target,
         vectors=vectors,
         codes=codes,
         k=n_dst,

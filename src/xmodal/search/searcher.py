@@ -190,7 +190,12 @@ class Searcher(Closing):
             if q_vectors is None:
                 raise ValueError("mode 'hamming' needs query codes or vectors")
             q_codes = self._codes_from_vectors(q_vectors, snap)
-        n_queries = len(q_vectors) if q_vectors is not None else len(q_codes)  # type: ignore[arg-type]
+        if q_vectors is not None:
+            n_queries = len(q_vectors)
+        elif q_codes is not None:
+            n_queries = len(q_codes)
+        else:
+            raise ValueError("give query vectors or codes")
         if q_vectors is not None and q_codes is not None and len(q_codes) != n_queries:
             raise ValueError(f"{n_queries} query vectors but {len(q_codes)} query codes")
         col = snap.collections[target]
