@@ -151,12 +151,14 @@ def test_bad_files_name_the_file(tmp_path: Path, loader) -> None:
     assert loader(full, max_pixels=4096) is not None
 
 
-def test_truncated_jpeg_body_passes_check_but_not_load(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loader", [check_image, load_image])
+def test_truncated_jpeg_body_is_caught_by_the_check_too(tmp_path: Path, loader) -> None:
+    # PIL's JPEG verify() does not decode; check_image decodes at 1/8 scale instead.
     full = tmp_path / "full.jpg"
     Image.fromarray(np.random.default_rng(2).integers(0, 256, (128, 128, 3), np.uint8)).save(full)
+    assert check_image(full) == (128, 128)
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
-    assert check_image(cut) == (128, 128)  # PIL's JPEG verify() does not decode
     with pytest.raises(BadInputError, match="truncated") as e:
-        load_image(cut)
+        loader(cut)
     assert e.value.path == cut

@@ -20,7 +20,13 @@ Splits: :class:`Split`, :func:`split_sorted`, :func:`split_random`, :func:`karpa
 from xmodal.datasets._reading import OnBad
 from xmodal.datasets.coco import read_coco
 from xmodal.datasets.folder import read_folder
-from xmodal.datasets.images import DEFAULT_MAX_PIXELS, check_image, load_image, to_rgb
+from xmodal.datasets.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageLimits,
+    check_image,
+    load_image,
+    to_rgb,
+)
 from xmodal.datasets.jsonl import read_jsonl
 from xmodal.datasets.karpathy import karpathy_split, read_karpathy
 from xmodal.datasets.loader import FORMATS, detect_format, load_dataset
@@ -35,6 +41,7 @@ __all__ = [
     "FORMATS",
     "BadInputError",
     "Dataset",
+    "ImageLimits",
     "OnBad",
     "Record",
     "Split",

@@ -2,27 +2,117 @@
 
 Two entry points:
 
-* :func:`check_image` — the cheap load-time check readers run on every record (header open,
-  pixel limit, ``Image.verify()``). It does not decode pixel data, so a JPEG whose entropy-coded
-  body is cut short passes it (PIL's JPEG ``verify`` is a no-op) and is caught by
-  :func:`load_image` instead.
-* :func:`load_image` — full decode into 8-bit RGB, via :func:`to_rgb`.
+* :func:`check_image` — the load-time check readers run on every record: header open, the
+  decoded-cost limits of :class:`ImageLimits` (checked from the header, before any pixel is
+  decoded), then ``Image.verify()``; a JPEG is also decoded at 1/8 scale (DCT scaling, about a
+  millisecond), which reads its whole entropy-coded body, so a truncated JPEG is caught here.
+* :func:`load_image` — full decode into 8-bit RGB, via :func:`to_rgb`, after the same limits.
+
+:class:`ImageLimits` bounds what decoding and the encoders' resize can cost: pixels, decoded
+bytes (16-bit samples count two bytes), aspect ratio, and pixels after an encoder resizes the
+shorter side (a 20,000 x 1 image resized to 256 on its shorter side would be 1.3 gigapixels).
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from xmodal.errors import BadInputError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "check_image", "load_image", "to_rgb"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
+    "ImageLimits",
+    "check_image",
+    "cost_problem",
+    "load_image",
+    "to_rgb",
+]
 
 #: Images with more pixels than this are refused (decompression-bomb guard): 64 megapixels.
 DEFAULT_MAX_PIXELS = 64_000_000
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What decoding one image may cost; every limit is checked from the header alone.
+
+    Attributes:
+        max_pixels: Width x height.
+        max_decoded_bytes: Width x height x bytes per pixel of the decoded file: channels x
+            bytes per sample (16-bit samples count 2), at least 3 (the RGB it becomes).
+        max_aspect: Longer side / shorter side.
+        max_resized_pixels: Pixels after resizing the shorter side to ``resize`` (what an
+            encoder's preprocessing allocates before its centre crop).
+        resize: The shorter side an encoder resizes to (256 for ``efficientnet-lite0``).
+    """
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_decoded_bytes: int = 512 * 1024 * 1024
+    max_aspect: float = 20.0
+    max_resized_pixels: int = 4_000_000
+    resize: int = 256
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"ImageLimits.{name} must be a positive number, got {value!r}")
+        if self.max_aspect < 1:
+            raise ValueError(f"ImageLimits.max_aspect must be >= 1, got {self.max_aspect}")
+
+    @classmethod
+    def of(cls, limits: ImageLimits | int) -> ImageLimits:
+        """``limits`` itself, or the default limits with ``max_pixels=limits``."""
+        return limits if isinstance(limits, ImageLimits) else cls(max_pixels=int(limits))
+
+
+def _bytes_per_pixel(im: Image.Image) -> int:
+    """Bytes per pixel of the decoded file: channels x bytes per sample, at least 3."""
+    if im.mode in ("I", "F"):
+        sample = 4
+    else:
+        rawmodes = " ".join(str(tile.args) for tile in getattr(im, "tile", ()) or ())
+        sample = 2 if im.mode.startswith("I;16") or ";16" in rawmodes else 1
+    channels = 1 if im.mode.startswith("I;16") else len(im.getbands())
+    return max(3, channels * sample)
+
+
+def cost_problem(im: Image.Image, limits: ImageLimits) -> str | None:
+    """What limit an opened (not yet decoded) image is over, in words naming it; ``None`` if
+    it is within every limit."""
+    w, h = im.size
+    if w < 1 or h < 1:
+        return f"image is {w}x{h} pixels (empty)"
+    pixels = w * h
+    if pixels > limits.max_pixels:
+        return f"image is {w}x{h} = {pixels:,} pixels, over the limit of {limits.max_pixels:,}"
+    short, long = min(w, h), max(w, h)
+    if long / short > limits.max_aspect:
+        return (
+            f"image is {w}x{h}, an aspect ratio of {long / short:,.0f}:1, over the limit of "
+            f"{limits.max_aspect:g}:1 (max_aspect)"
+        )
+    decoded = pixels * _bytes_per_pixel(im)
+    if decoded > limits.max_decoded_bytes:
+        return (
+            f"image is {w}x{h} in mode {im.mode} ({_bytes_per_pixel(im)} bytes per pixel): "
+            f"{decoded:,} bytes decoded, over the limit of {limits.max_decoded_bytes:,} "
+            "(max_decoded_bytes)"
+        )
+    resized = limits.resize * int(limits.resize * long / short)
+    if resized > limits.max_resized_pixels:
+        return (
+            f"image is {w}x{h}: {resized:,} pixels once its shorter side is resized to "
+            f"{limits.resize}, over the limit of {limits.max_resized_pixels:,} "
+            "(max_resized_pixels)"
+        )
+    return None
 
 #: File suffixes (lower case) treated as images when a folder is scanned.
 IMAGE_SUFFIXES = frozenset(
@@ -35,7 +125,18 @@ _WHITE = (255, 255, 255, 255)
 
 
 def _grey_to_rgb(grey: np.ndarray) -> Image.Image:
-    return Image.fromarray(grey.astype(np.uint8), mode="L").convert("RGB")
+    return Image.fromarray(grey.astype(np.uint8, copy=False), mode="L").convert("RGB")
+
+
+def _wide_to_8bit(arr: np.ndarray, rows: int = 256) -> np.ndarray:
+    """``round(clip(v, 0, 65535) / 257)`` as uint8, a block of rows at a time: integer
+    arithmetic, so a 16-bit image costs one byte per pixel beyond itself, not 30 in floats."""
+    arr = arr.reshape(arr.shape[0], -1) if arr.ndim != 2 else arr
+    out = np.empty(arr.shape, dtype=np.uint8)
+    for start in range(0, arr.shape[0], rows):
+        block = np.clip(arr[start : start + rows].astype(np.int64), 0, 65535)
+        out[start : start + rows] = (block + 128) // 257  # 257 is odd: never a tie
+    return out
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -62,8 +163,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode == "RGB" and "transparency" not in image.info:
         return image
     if mode in _WIDE_INT_MODES:
-        arr = np.asarray(image, dtype=np.float64)
-        return _grey_to_rgb(np.clip(np.rint(np.clip(arr, 0, 65535) / 257.0), 0, 255))
+        return _grey_to_rgb(_wide_to_8bit(np.asarray(image)))
     if mode == "F":
         arr = np.asarray(image, dtype=np.float64)
         arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
@@ -80,20 +180,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _open_checked(path: Path, max_pixels: int) -> Image.Image:
-    """Open ``path`` (header only) and enforce the pixel limit; the caller closes the image."""
+def open_header(source: Path | BinaryIO) -> Image.Image:
+    """``Image.open`` without PIL's global decompression-bomb threshold (our limits apply)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(source)
+
+
+def _open_checked(path: Path, limits: ImageLimits) -> Image.Image:
+    """Open ``path`` (header only) and enforce ``limits``; the caller closes the image."""
     if not path.is_file():
         raise BadInputError(path, "image file not found")
-    with warnings.catch_warnings():
-        # Our own max_pixels is the limit; PIL's global warning threshold is not consulted.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        im = Image.open(path)
-    w, h = im.size
-    if w * h > max_pixels:
+    im = open_header(path)
+    problem = cost_problem(im, limits)
+    if problem is not None:
         im.close()
-        raise BadInputError(
-            path, f"image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}"
-        )
+        raise BadInputError(path, problem)
     return im
 
 
@@ -108,9 +210,13 @@ def _wrap_errors(path: Path, exc: Exception) -> BadInputError:
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
-def check_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """Cheap validity check: the file exists, its header parses, it is within ``max_pixels``
-    and ``Image.verify()`` passes. Pixel data is not decoded.
+def check_image(
+    path: str | Path, max_pixels: ImageLimits | int = DEFAULT_MAX_PIXELS
+) -> tuple[int, int]:
+    """Cheap validity check: the file exists, its header parses, it is within the limits
+    (``max_pixels``: an :class:`ImageLimits`, or a pixel count with the other limits at their
+    defaults) and ``Image.verify()`` passes. Pixel data is not decoded, except that a JPEG is
+    decoded at 1/8 scale to catch a truncated body.
 
     Returns:
         The image size ``(width, height)``.
@@ -120,10 +226,14 @@ def check_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple
     """
     path = Path(path)
     try:
-        im = _open_checked(path, max_pixels)
+        im = _open_checked(path, ImageLimits.of(max_pixels))
         try:
             size = im.size
-            im.verify()
+            if im.format in ("JPEG", "MPO"):  # verify() is a no-op: decode at 1/8 scale
+                im.draft("RGB", (1, 1))
+                im.load()
+            else:
+                im.verify()
         finally:
             im.close()
     except BadInputError:
@@ -133,19 +243,22 @@ def check_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple
     return size
 
 
-def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_image(
+    path: str | Path, max_pixels: ImageLimits | int = DEFAULT_MAX_PIXELS
+) -> Image.Image:
     """Decode ``path`` into an 8-bit RGB PIL image (first frame of animations).
 
     The EXIF orientation tag, when present, is applied (phone photos come out upright).
     Mode conversions follow :func:`to_rgb`.
 
     Raises:
-        BadInputError: the file is missing, unreadable, not an image, truncated, or larger than
-            ``max_pixels`` (checked from the header, before decoding).
+        BadInputError: the file is missing, unreadable, not an image, truncated, or over a
+            limit of ``max_pixels`` (an :class:`ImageLimits` or a pixel count; checked from
+            the header, before decoding).
     """
     path = Path(path)
     try:
-        im = _open_checked(path, max_pixels)
+        im = _open_checked(path, ImageLimits.of(max_pixels))
         try:
             im.load()
             rgb = to_rgb(_upright(im))

@@ -17,9 +17,11 @@ Routes (OpenAPI schema at ``/openapi.json``, docs at ``/docs``):
   (its image is still ``/items/{id}/image``).
 * ``POST /items`` (multipart ``id``, ``file``, ``captions``, ``labels``), ``DELETE /items/{id}``:
   need ``Authorization: Bearer <token>``; without a token configured the service is read-only.
-* ``GET /health``, ``GET /metrics``, ``GET /`` (the page) and ``/static/*``.
+* ``GET /health`` (and ``HEAD``), ``GET /metrics``, ``GET /`` (the page) and ``/static/*``.
 
-Every refused request is a JSON 4xx ``{"detail": "..."}`` naming the problem.
+Every refused request is a JSON 4xx/5xx ``{"detail": "..."}`` naming the problem: 413 for an
+image over a decoded-cost limit, 503/504 when image encoding is saturated or too slow, 507 when
+the disk is full (docs/security.md lists every refused input).
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the routes' annotations, which
@@ -36,6 +38,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from xmodal.serve.guards import (
+    ReadTimeoutMiddleware,
+    RedactQueryMiddleware,
+    StrictFormRoute,
+    WriteGuardMiddleware,
+)
 from xmodal.serve.images import media_type
 from xmodal.serve.limits import BodyLimitMiddleware, Limits, RequestProblem, read_capped
 from xmodal.serve.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
@@ -70,9 +78,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "description": text}
     for code, text in (
         (400, "Bad request (the detail names the problem)"),
-        (413, "Upload or image too large"),
+        (408, "The request body stalled"),
+        (413, "Upload or image too large, or too costly to decode"),
         (415, "Not a readable image"),
         (422, "Invalid parameters"),
+        (503, "Image encoding saturated, or the index unavailable"),
+        (504, "Image encoding took too long"),
     )
 }
 
@@ -158,6 +169,7 @@ def create_app(
         responses=_ERRORS,
         lifespan=lifespan,
     )
+    app.router.route_class = StrictFormRoute  # form fields must be UTF-8
     app.state.service = service
     app.state.metrics = metrics
 
@@ -305,7 +317,7 @@ def create_app(
         return service.delete_item(item_id)
 
     # --- operations ------------------------------------------------------------------------
-    @app.get("/health", response_model=Health, tags=["service"])
+    @app.api_route("/health", methods=["GET", "HEAD"], response_model=Health, tags=["service"])
     def health() -> Any:
         """Status, index size and limits."""
         return service.health()
@@ -322,7 +334,12 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    # Innermost first: the body timeout and the write guard act before a route reads a byte;
+    # query-string secrets are redacted outermost, before anything (the access log) sees them.
+    app.add_middleware(ReadTimeoutMiddleware, timeout_s=limits.read_timeout_s)
+    app.add_middleware(WriteGuardMiddleware, authorize=service.authorize)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, limit=limits.max_body_bytes)
     app.add_middleware(_Headers)
+    app.add_middleware(RedactQueryMiddleware)
     return app

@@ -1,8 +1,8 @@
 """Uploaded images: decode them safely, store them, make thumbnails of indexed ones.
 
-Uploads are decoded with :func:`xmodal.datasets.images.load_image` (pixel limit checked from
-the header before any pixel is decoded, every decoding error caught); a semaphore bounds how many
-are decoded at once. Files are read only from paths the index's metadata holds, never from
+Uploads are decoded with :func:`xmodal.datasets.images.load_image` (the decoded-cost limits of
+:class:`~xmodal.datasets.images.ImageLimits` checked from the header before any pixel is decoded,
+every decoding error caught); a semaphore bounds how many are decoded at once. Files are read only from paths the index's metadata holds, never from
 paths a client sends.
 """
 
@@ -14,12 +14,17 @@ import mimetypes
 import os
 import tempfile
 import threading
-import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from xmodal.datasets.images import IMAGE_SUFFIXES, load_image
+from xmodal.datasets.images import (
+    IMAGE_SUFFIXES,
+    ImageLimits,
+    cost_problem,
+    load_image,
+    open_header,
+)
 from xmodal.errors import BadInputError
 from xmodal.io import atomic_write
 from xmodal.serve.limits import RequestProblem
@@ -33,50 +38,56 @@ def media_type(path: Path) -> str:
 
 
 class ImageDecoder:
-    """Decodes client images within a pixel limit, at most ``slots`` at a time."""
+    """Decodes client images within decoded-cost limits, at most ``slots`` at a time.
 
-    def __init__(self, max_pixels: int, slots: int) -> None:
-        self.max_pixels = max_pixels
+    Args:
+        limits: Limits of stored images (thumbnails); uploads pass their own to :meth:`decode`
+            (they depend on the index's encoder).
+        slots: Images decoded at once.
+    """
+
+    def __init__(self, limits: ImageLimits, slots: int) -> None:
+        self.limits = limits
         self._slots = threading.BoundedSemaphore(slots)
 
-    def check_header(self, data: bytes, what: str = "uploaded file") -> tuple[int, int]:
-        """Size of the image in ``data`` from its header: 415 when it is no image, 413 when it
-        has more pixels than allowed."""
+    def check_header(
+        self, data: bytes, limits: ImageLimits | None = None, what: str = "uploaded file"
+    ) -> tuple[int, int]:
+        """Size of the image in ``data`` from its header: 415 when it is no image, 413 naming
+        the limit when decoding or resizing it would cost more than ``limits`` allow."""
         if not data:
             raise RequestProblem(400, f"{what} is empty")
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(data)) as im:
-                    w, h = im.size
+            with open_header(io.BytesIO(data)) as im:
+                size, problem = im.size, cost_problem(im, limits or self.limits)
         except Image.DecompressionBombError as e:
             raise RequestProblem(413, f"{what} is a decompression bomb ({e})") from e
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
             raise RequestProblem(
                 415, f"{what} is not a readable image (PNG, JPEG, GIF, WebP, BMP, TIFF)"
             ) from e
-        if w * h > self.max_pixels:
-            raise RequestProblem(
-                413,
-                f"{what} is {w}x{h} = {w * h:,} pixels, over the limit of {self.max_pixels:,}",
-            )
-        return w, h
+        if problem is not None:
+            raise RequestProblem(413, f"{what}: {problem}")
+        return size
 
-    def decode(self, data: bytes, what: str = "uploaded file") -> Image.Image:
+    def decode(
+        self, data: bytes, limits: ImageLimits | None = None, what: str = "uploaded file"
+    ) -> Image.Image:
         """8-bit RGB image of ``data`` (400 when the pixel data is corrupt or truncated)."""
-        self.check_header(data, what)
+        limits = limits or self.limits
+        self.check_header(data, limits, what)
         with self._slots, tempfile.TemporaryDirectory(prefix="xmodal-upload-") as tmp:
             path = Path(tmp) / "upload"
             path.write_bytes(data)
             try:
-                return load_image(path, self.max_pixels)
+                return load_image(path, limits)
             except BadInputError as e:
                 raise RequestProblem(400, f"{what}: {e.reason}") from e
 
     def thumbnail(self, path: Path, size: int) -> bytes:
         """PNG bytes of the image at ``path`` scaled to fit ``size`` x ``size``."""
         with self._slots:
-            image = load_image(path, self.max_pixels)
+            image = load_image(path, self.limits)
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
         out = io.BytesIO()
         image.save(out, format="PNG", optimize=False)

@@ -14,6 +14,8 @@ from typing import Any, BinaryIO
 
 from fastapi import HTTPException
 
+from xmodal.datasets.images import ImageLimits
+
 __all__ = ["BodyLimitMiddleware", "Limits", "RequestProblem", "check_item_id", "read_capped"]
 
 
@@ -37,6 +39,12 @@ class Limits:
             exceed it by ``max_form_overhead`` (multipart headers and the other form fields).
         max_form_overhead: Extra bytes a request body may carry beside the file.
         max_pixels: Largest decoded image, width x height (decompression-bomb guard).
+        max_decoded_bytes: Largest decoded image in bytes: pixels x channels x bytes per sample
+            (16-bit samples count 2; at least 3 bytes a pixel, the RGB it becomes).
+        max_aspect: Largest ratio of an image's longer side to its shorter side.
+        max_resized_pixels: Most pixels of an image once the index's image encoder has resized
+            its shorter side (to 256 for ``efficientnet-lite0``): the cost a thin image
+            would otherwise amplify.
         max_query_chars: Longest text query.
         max_k: Most results per query.
         max_candidates: Most Hamming candidates in ``two-stage`` mode.
@@ -47,6 +55,13 @@ class Limits:
         max_id_chars: Longest item id.
         max_thumbnail: Largest thumbnail side in pixels.
         max_concurrent_decodes: Images decoded at once (bounds memory under many uploads).
+        max_concurrent_encodes: Worker threads that decode and encode uploaded images; image
+            work runs only there, so it can never hold up more than this many threads.
+        max_queued_encodes: Image requests waiting for or in those workers; one more is
+            answered 503 (busy) at once.
+        encode_timeout_s: Seconds an image request waits for its encoding before a 504.
+        read_timeout_s: Seconds a request body may stall before the request is answered 408
+            (a body shorter than its ``Content-Length`` does not hold a connection forever).
         max_threads: Requests handled at once: the worker threads of the server's event loop
             (anyio's default is 40). Each thread that runs the query encoders keeps its own
             allocator arena and buffers, so this bounds memory as well as CPU oversubscription;
@@ -57,6 +72,9 @@ class Limits:
     max_upload_bytes: int = 10 * 1024 * 1024
     max_form_overhead: int = 64 * 1024
     max_pixels: int = 25_000_000
+    max_decoded_bytes: int = 100 * 1024 * 1024
+    max_aspect: int = 20
+    max_resized_pixels: int = 4_000_000
     max_query_chars: int = 1000
     max_k: int = 100
     max_candidates: int = 10_000
@@ -67,6 +85,10 @@ class Limits:
     max_id_chars: int = 512
     max_thumbnail: int = 512
     max_concurrent_decodes: int = 4
+    max_concurrent_encodes: int = 2
+    max_queued_encodes: int = 16
+    encode_timeout_s: int = 30
+    read_timeout_s: int = 15
     max_threads: int = field(default_factory=lambda: min(32, (os.cpu_count() or 1) + 4))
 
     def __post_init__(self) -> None:
@@ -78,6 +100,16 @@ class Limits:
     def max_body_bytes(self) -> int:
         """Largest request body accepted on any route."""
         return self.max_upload_bytes + self.max_form_overhead
+
+    def image_limits(self, resize: int = 256) -> ImageLimits:
+        """The decoded-cost limits of an upload, for an encoder resizing to ``resize``."""
+        return ImageLimits(
+            max_pixels=self.max_pixels,
+            max_decoded_bytes=self.max_decoded_bytes,
+            max_aspect=float(self.max_aspect),
+            max_resized_pixels=self.max_resized_pixels,
+            resize=resize,
+        )
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

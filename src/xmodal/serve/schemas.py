@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, create_model, field_validator
+from pydantic import BaseModel, Field, StrictInt, create_model, field_validator
 
 from xmodal.serve.limits import Limits
 
@@ -88,7 +88,7 @@ class Health(BaseModel):
     bits: int
     model: str
     read_only: bool
-    limits: dict[str, int]
+    limits: dict[str, int | float]
 
 
 def _utf8(value: str, what: str) -> str:
@@ -132,7 +132,7 @@ def text_query_model(limits: Limits) -> type[BaseModel]:
                 examples=["a cat with a smiling face"],
             ),
         ),
-        k=(int, Field(10, ge=1, le=limits.max_k, description="Results to return.")),
+        k=(StrictInt, Field(10, ge=1, le=limits.max_k, description="Results to return.")),
         mode=(Mode, Field("float", description="float, hamming or two-stage.")),
         target=(
             Target,
@@ -148,7 +148,7 @@ def text_query_model(limits: Limits) -> type[BaseModel]:
             ),
         ),
         candidates=(
-            int,
+            StrictInt,
             Field(1000, ge=1, le=limits.max_candidates, description="Two-stage candidates."),
         ),
     )

@@ -17,6 +17,7 @@ indexes may share) are never removed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hmac
 import re
 import sqlite3
@@ -30,6 +31,7 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
+from xmodal.datasets.images import ImageLimits
 from xmodal.datasets.record import Record
 from xmodal.index import EncodedItems, IndexFormatError, append_items, delete_items
 from xmodal.index.metadata import ItemMeta
@@ -37,6 +39,7 @@ from xmodal.io import exclusive_lock
 from xmodal.search import Searcher
 from xmodal.serve.images import ImageDecoder, servable, store_image
 from xmodal.serve.limits import Limits, RequestProblem, check_item_id
+from xmodal.serve.pool import EncodePool
 
 __all__ = ["UPLOADS_LOCK", "Service"]
 
@@ -82,7 +85,13 @@ class Service:
         #: Stored uploads are removed with their last item only in the index's own folder.
         self.owns_uploads = upload_dir is None
         self.searcher = Searcher(self.index_dir, device=device, verify=verify)
-        self.decoder = ImageDecoder(self.limits.max_pixels, self.limits.max_concurrent_decodes)
+        self.decoder = ImageDecoder(self.limits.image_limits(), self.limits.max_concurrent_decodes)
+        self.pool = EncodePool(
+            self.limits.max_concurrent_encodes,
+            self.limits.max_queued_encodes,
+            self.limits.encode_timeout_s,
+        )
+        self._upload_limits: ImageLimits | None = None
         self.refresh_every = refresh_every
         self._checked = time.monotonic()
         self._write_lock = threading.Lock()
@@ -192,6 +201,25 @@ class Service:
         except ValueError as e:  # BadInputError: the stored file is unreadable
             raise RequestProblem(404, f"item {item_id!r}: image unreadable ({e})") from e
 
+    # --- images ----------------------------------------------------------------------------
+    def upload_limits(self) -> ImageLimits:
+        """Decoded-cost limits of uploads: :class:`Limits`, with the shorter side that the
+        index's image encoder resizes to (256 when it does not say)."""
+        if self._upload_limits is None:
+            resize = 256
+            with contextlib.suppress(Exception):  # no model, or one without a plain resize
+                model = self.searcher.model()
+                transform = getattr(getattr(model, "image_encoder", None), "transform", None)
+                resize = int(getattr(transform, "resize", resize))
+            self._upload_limits = self.limits.image_limits(resize)
+        return self._upload_limits
+
+    def _embed_upload(self, data: bytes) -> tuple[Image.Image, np.ndarray, np.ndarray]:
+        """Decode and encode an upload (runs on the pool): ``(image, vectors, codes)``."""
+        image = self.decoder.decode(data, self.upload_limits())
+        vectors, codes = self.searcher.embed_images([image])
+        return image, vectors, codes
+
     # --- searching -------------------------------------------------------------------------
     def _check_labels(self, labels: Sequence[str] | None) -> list[str] | None:
         if labels is None:
@@ -265,24 +293,26 @@ class Service:
             raise RequestProblem(400, "give either an image file (file) or an item id (id)")
         labels = self._check_labels(labels)
         if data is not None:
-            image: Image.Image = self.decoder.decode(data)
-            fn = self.searcher.image_to_image if target == "image" else self.searcher.image_to_text
-            return self._respond(
-                target,
-                mode,
-                k,
-                lambda: fn(image, k, labels=labels, mode=mode, candidates=candidates),  # type: ignore[arg-type]
-            )
-        snap = self._fresh()
-        meta = self._meta(snap, item_id)  # type: ignore[arg-type]
-        col = snap.collections["image"]
-        pos = col.positions(np.asarray([meta.id]))
+            self.decoder.check_header(data, self.upload_limits())  # refuse early, off the pool
+
+            def query() -> tuple[np.ndarray, np.ndarray]:
+                _, vectors, codes = self.pool.run(self._embed_upload, data)
+                return vectors, codes
+        else:
+            snap = self._fresh()
+            meta = self._meta(snap, item_id)  # type: ignore[arg-type]
+            col = snap.collections["image"]
+            pos = col.positions(np.asarray([meta.id]))
+
+            def query() -> tuple[np.ndarray, np.ndarray]:
+                return np.asarray(col.vectors[pos]), np.asarray(col.codes[pos])
 
         def run() -> list[Any]:
+            vectors, codes = query()
             hits = self.searcher.search(
                 target,  # type: ignore[arg-type]
-                vectors=np.asarray(col.vectors[pos]),
-                codes=np.asarray(col.codes[pos]),
+                vectors=vectors,
+                codes=codes,
                 k=k,
                 mode=mode,  # type: ignore[arg-type]
                 labels=labels,
@@ -312,14 +342,14 @@ class Service:
                 )
         if labels:
             self._check_labels(labels)
-        image = self.decoder.decode(data)
-        with self._write_lock:
+        self.decoder.check_header(data, self.upload_limits())
+        with self._write_lock, _storage_problems(self.index_dir):
             self.searcher.refresh()
             snap = self.searcher.snapshot
             if snap.meta.ids_of_keys([item_id]):
                 raise RequestProblem(409, f"an item with id {item_id!r} is already indexed")
             try:
-                img_vec, img_codes = self.searcher.embed_images([image])
+                image, img_vec, img_codes = self.pool.run(self._embed_upload, data)
                 if captions:
                     txt_vec, txt_codes = self.searcher.embed_texts(list(captions))
                 else:
@@ -346,7 +376,7 @@ class Service:
     def delete_item(self, item_id: str) -> dict[str, Any]:
         """Remove an item (its image row and captions) from the index."""
         check_item_id(item_id, self.limits)
-        with self._write_lock:
+        with self._write_lock, _storage_problems(self.index_dir):
             self.searcher.refresh()
             meta = self._meta(self.searcher.snapshot, item_id)
             try:
@@ -387,4 +417,33 @@ class Service:
         return {"id": item_id, "action": action, "version": version, "items": items}
 
     def close(self) -> None:
+        self.pool.close()
         self.searcher.close()
+
+
+#: ``errno`` values that mean the storage is full.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+@contextlib.contextmanager
+def _storage_problems(index_dir: Path) -> Iterator[None]:
+    """OS errors of a write as answers: 507 when the disk is full, 500 naming the path
+    otherwise; the index's previous version stays the committed one either way."""
+    try:
+        yield
+    except sqlite3.OperationalError as e:  # the metadata database's own words for a full disk
+        if "full" not in str(e):
+            raise
+        raise RequestProblem(
+            507, f"insufficient storage: the index metadata could not be written ({e})"
+        ) from e
+    except OSError as e:
+        where = e.filename or index_dir
+        if e.errno in _FULL:
+            raise RequestProblem(
+                507,
+                f"insufficient storage: no space left to write {where}; the index is unchanged",
+            ) from e
+        raise RequestProblem(
+            500, f"could not write {where} ({e.strerror or e}); the index is unchanged"
+        ) from e
