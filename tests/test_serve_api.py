@@ -445,7 +445,11 @@ def test_cli_serve_reads_the_token_from_the_environment(
     from xmodal.cli import app
 
     calls = []
-    monkeypatch.setattr(xmodal.serve, "run", lambda *a, **kw: calls.append((a, kw)))
+    def run(*a, **kw):
+        calls.append((a, kw))
+        kw["on_ready"]()
+
+    monkeypatch.setattr(xmodal.serve, "run", run)
     monkeypatch.setenv("MY_TOKEN", "from-env")
     runner = CliRunner()
     r = runner.invoke(app, ["serve", str(index), "--port", "8123", "--token-env", "MY_TOKEN"])

@@ -219,3 +219,24 @@ def test_full_disk_is_507_and_the_index_is_unchanged(
         assert r.status_code == 507 and "unchanged" in r.json()["detail"]
         assert c.get("/items/images/red.png").status_code == 200
     assert Snapshot.open(index).version == before
+
+
+def test_serve_on_a_corrupt_index_fails_before_serving(index: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from xmodal.cli import app
+
+    broken = tmp_path / "broken"
+    shutil.copytree(index, broken)
+    snap = Snapshot.open(broken)
+    victim = next(p for p in sorted(snap.folder.iterdir()) if p.suffix == ".faiss")
+    snap.close()
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    r = CliRunner().invoke(app, ["serve", str(broken), "--port", "8999"])
+    assert r.exit_code == 2, r.output
+    assert "serving" not in r.output and victim.name in r.output and "SHA-256" in r.output
+    assert "Traceback" not in r.output

@@ -497,17 +497,28 @@ def _serve(
     max_threads: int | None = None,
     torch_threads: int | None = None,
 ) -> None:
-    from xmodal import serve as serving
+    try:
+        from xmodal import serve as serving
+    except ImportError as e:
+        _fail(ValueError(f"xmodal serve needs the serve extra: pip install 'xmodal[serve]' ({e})"))
 
     where = f"http://{host}:{port}/"
     mode = "writes need the bearer token" if token else "read-only (no write token set)"
-    console.print(f"serving [bold]{index_dir}[/] at [bold]{where}[/] — {mode}", highlight=False)
     extra: dict[str, Any] = {}
     if max_threads is not None:
         extra["limits"] = serving.Limits(max_threads=max_threads)
     if torch_threads is not None:
         extra["torch_threads"] = torch_threads
-    serving.run(index_dir, host=host, port=port, token=token, device=device, **extra)
+
+    def ready() -> None:  # only once the index has been opened and checked
+        console.print(f"serving [bold]{index_dir}[/] at [bold]{where}[/] — {mode}", highlight=False)
+
+    try:
+        serving.run(
+            index_dir, host=host, port=port, token=token, device=device, on_ready=ready, **extra
+        )
+    except (XmodalError, ValueError, FileNotFoundError) as e:
+        _fail(e)
 
 
 @app.command()

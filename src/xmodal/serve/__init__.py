@@ -20,6 +20,7 @@ Needs the ``serve`` extra: ``pip install 'xmodal[serve]'``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from xmodal.serve.app import create_app
@@ -38,8 +39,13 @@ def run(
     device: str | None = None,
     log_level: str = "info",
     torch_threads: int | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve ``index_dir`` with uvicorn until interrupted (binds loopback by default).
+
+    The index is opened and checked (and the query encoders loaded) first, so a corrupt index
+    raises :class:`~xmodal.index.IndexFormatError` before anything is served; ``on_ready`` is
+    called then, just before the server starts.
 
     Requests run in parallel on up to ``limits.max_threads`` worker threads. ``torch_threads``
     is how many threads each of them may use inside torch; the default is 1 unless the
@@ -55,4 +61,6 @@ def run(
 
         torch.set_num_threads(torch_threads or 1)
     app = create_app(index_dir, token=token, limits=limits, device=device, preload=True)
+    if on_ready is not None:
+        on_ready()
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
