@@ -108,9 +108,74 @@ def test_bad_state_files_are_named(tmp_path: Path) -> None:
     import joblib
 
     other = tmp_path / "other.joblib"
-    joblib.dump({"something": 1}, other)
-    with pytest.raises(BadInputError, match="not an xmodal tfidf state"):
+    joblib.dump({"something": 1}, other)  # the format of xmodal < 0.2: refused unread
+    with pytest.raises(BadInputError, match=r"other\.joblib: this tfidf state is a pickle"):
         TfidfEncoder.load(other)
+    import zipfile
+
+    foreign = tmp_path / "foreign.zip"
+    with zipfile.ZipFile(foreign, "w") as z:
+        z.writestr("state.json", '{"format": "something-else"}')
+    with pytest.raises(BadInputError, match="not an xmodal tfidf state"):
+        TfidfEncoder.load(foreign)
+
+
+class _RunsCode:
+    """Unpickling this calls ``open(path, "w")``: what a hostile state file would do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+@pytest.mark.parametrize("name", ["tfidf", "bow"])
+def test_a_pickle_that_would_run_code_is_refused_and_never_run(tmp_path: Path, name) -> None:
+    import pickle
+
+    proof = tmp_path / "code-ran"
+    state = tmp_path / "text_encoder.state"
+    state.write_bytes(pickle.dumps({"format": "xmodal-tfidf", "x": _RunsCode(proof)}, protocol=4))
+    with pytest.raises(BadInputError, match="is a pickle, which xmodal never loads"):
+        get_text_encoder(name, path=state)
+    assert not proof.exists()
+    pickle.loads(state.read_bytes())  # the crafted file really does run code when unpickled
+    assert proof.exists()
+
+
+def test_saved_state_is_json_and_npy_only(tmp_path: Path) -> None:
+    import json
+    import zipfile
+
+    enc = get_text_encoder("tfidf", dim=4).fit(TRAIN)
+    path = enc.save(tmp_path / "text_encoder.state")
+    with zipfile.ZipFile(path) as z:
+        assert sorted(z.namelist()) == ["components.npy", "idf.npy", "state.json"]
+        state = json.loads(z.read("state.json"))
+        for n in ("components.npy", "idf.npy"):
+            import io
+
+            np.load(io.BytesIO(z.read(n)), allow_pickle=False)
+    assert state["digest"] == enc.key.split("@")[1].split("/")[0]
+    assert state["vocabulary"]["dog"] == enc._vectorizer.vocabulary_["dog"]
+
+
+def test_bow_round_trip_and_its_own_name(tmp_path: Path) -> None:
+    from xmodal.datasets import Dataset, Record
+    from xmodal.features import FeatureCache
+
+    bow = get_text_encoder("bow")
+    assert bow.name == "bow"
+    ds = Dataset("d", tmp_path, [Record("a", None, ("a red car",))])
+    with pytest.raises(ValueError, match="text encoder 'bow' must be fitted"):
+        FeatureCache(tmp_path / "cache").get_or_encode(ds, text_encoder=bow, progress=False)
+    bow.fit(TRAIN)
+    loaded = get_text_encoder("bow", path=bow.save(tmp_path / "bow.state"))
+    assert loaded.key == bow.key and loaded.name == "bow"
+    np.testing.assert_array_equal(
+        loaded.encode(QUERIES, progress=False), bow.encode(QUERIES, progress=False)
+    )
 
 
 def test_bad_options() -> None:
@@ -144,14 +209,20 @@ def test_bow_is_word_presence_without_idf() -> None:
 
 
 def test_bow_state_round_trip_and_states_without_the_newer_options_load(tmp_path: Path) -> None:
-    import joblib
+    import json
+    import zipfile
 
     bow = get_text_encoder("bow", dim=3).fit(TRAIN)
-    loaded = get_text_encoder("bow", path=bow.save(tmp_path / "bow.joblib"))
+    loaded = get_text_encoder("bow", path=bow.save(tmp_path / "bow.state"))
     assert loaded.key == bow.key and loaded.config.binary and not loaded.config.use_idf
     # a state written before use_idf / binary existed: no such keys, same digest
     enc = TfidfEncoder(TfidfConfig(dim=3)).fit(TRAIN)
-    state = joblib.load(enc.save(tmp_path / "old.joblib"))
+    with zipfile.ZipFile(enc.save(tmp_path / "new.state")) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    state = json.loads(parts["state.json"])
     del state["config"]["use_idf"], state["config"]["binary"]
-    joblib.dump(state, tmp_path / "old.joblib")
-    assert TfidfEncoder.load(tmp_path / "old.joblib").key == enc.key
+    parts["state.json"] = json.dumps(state).encode()
+    with zipfile.ZipFile(tmp_path / "old.state", "w") as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
+    assert TfidfEncoder.load(tmp_path / "old.state").key == enc.key

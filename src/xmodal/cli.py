@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -103,6 +106,22 @@ def _parse_options(pairs: list[str] | None) -> dict[str, Any]:
     return options
 
 
+class _ErrHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"[yellow]warning:[/] {escape(record.getMessage())}", soft_wrap=True, highlight=False)
+
+
+@contextlib.contextmanager
+def _report_skips() -> Iterator[None]:
+    """Print what ``--on-bad skip`` dropped (count by reason, first few file:line) to stderr."""
+    logger, handler = logging.getLogger("xmodal.datasets"), _ErrHandler(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def _fail(error: Exception | str) -> NoReturn:
     err.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True, highlight=False)
     raise typer.Exit(code=2)
@@ -142,6 +161,7 @@ def _metrics_table(rows: dict[str, dict[str, float]], title: str) -> Table:
 
 
 @app.command()
+@_report_skips()
 def train(
     data: Annotated[
         Path, typer.Option(help="Dataset folder or file (jsonl, coco, karpathy, folder, mat/h5).")
@@ -208,6 +228,7 @@ def train(
 
 
 @app.command()
+@_report_skips()
 def encode(
     data: Annotated[Path, typer.Option(help="Dataset folder or file.")],
     image_encoder: Annotated[str, typer.Option(help="Registered image encoder.")] = "efficientnet-lite0",
@@ -281,6 +302,7 @@ def _index_summary(manifest: Any, index_dir: Path) -> None:
 
 
 @index_app.command("build")
+@_report_skips()
 def index_build(
     run_dir: Annotated[
         Path | None, typer.Argument(help="A trained run (or use --encoder for zero-shot).")
@@ -335,6 +357,7 @@ def index_build(
 
 
 @index_app.command("add")
+@_report_skips()
 def index_add(
     index_dir: Annotated[Path, typer.Argument(help="An index folder.")],
     data: Annotated[Path, typer.Option(help="Dataset or folder of images to add.")] = ...,  # type: ignore[assignment]
@@ -497,10 +520,7 @@ def _serve(
     max_threads: int | None = None,
     torch_threads: int | None = None,
 ) -> None:
-    try:
-        from xmodal import serve as serving
-    except ImportError as e:
-        _fail(ValueError(f"xmodal serve needs the serve extra: pip install 'xmodal[serve]' ({e})"))
+    from xmodal import serve as serving
 
     where = f"http://{host}:{port}/"
     mode = "writes need the bearer token" if token else "read-only (no write token set)"
@@ -513,12 +533,9 @@ def _serve(
     def ready() -> None:  # only once the index has been opened and checked
         console.print(f"serving [bold]{index_dir}[/] at [bold]{where}[/] — {mode}", highlight=False)
 
-    try:
-        serving.run(
-            index_dir, host=host, port=port, token=token, device=device, on_ready=ready, **extra
-        )
-    except (XmodalError, ValueError, FileNotFoundError) as e:
-        _fail(e)
+    serving.run(
+        index_dir, host=host, port=port, token=token, device=device, on_ready=ready, **extra
+    )
 
 
 @app.command()

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xmodal.datasets import Dataset, OnBad, load_dataset
+from xmodal.datasets import Dataset, OnBad, load_dataset, summarize_skipped
 from xmodal.datasets.split_rules import DEFAULT_SPLIT, parse_split
 from xmodal.distributed.gather import world
 from xmodal.embedding import score_embeddings
@@ -137,6 +137,7 @@ def train(
             "rule": split,
             "sizes": [len(the_split.train), len(the_split.val), len(the_split.test)],
         },
+        skipped=summarize_skipped(ds.skipped),
     )
     writer = RunWriter(out, run) if world().is_main else None  # rank 0 writes the run
     if writer is not None:

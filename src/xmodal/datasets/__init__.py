@@ -17,7 +17,7 @@ drops its record; a bad caption drops only that caption unless it was the record
 Splits: :class:`Split`, :func:`split_sorted`, :func:`split_random`, :func:`karpathy_split`.
 """
 
-from xmodal.datasets._reading import OnBad
+from xmodal.datasets._reading import OnBad, describe_skipped, summarize_skipped
 from xmodal.datasets.coco import read_coco
 from xmodal.datasets.folder import read_folder
 from xmodal.datasets.images import (
@@ -46,6 +46,7 @@ __all__ = [
     "Record",
     "Split",
     "check_image",
+    "describe_skipped",
     "detect_format",
     "karpathy_split",
     "load_dataset",
@@ -57,5 +58,6 @@ __all__ = [
     "read_mat",
     "split_random",
     "split_sorted",
+    "summarize_skipped",
     "to_rgb",
 ]

@@ -13,13 +13,16 @@ Skip rule (``on_bad="skip"``), the same in every reader:
 
 Every drop appends one line to ``Dataset.skipped``: ``"record: <error>"`` or
 ``"caption: <error>"``, where ``<error>`` is the :class:`BadInputError` message naming the
-file and, for line-oriented files, the line. Nothing is dropped silently.
+file and, for line-oriented files, the line. Nothing is dropped silently:
+:func:`summarize_skipped` counts the drops by reason (what run and index metadata store) and
+:func:`describe_skipped` words that for a log line.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -203,24 +206,6 @@ def decoded_lines(path: Path, problems: Problems) -> Iterator[tuple[int, str]]:
         yield n, text
 
 
-def read_json_file(path: Path) -> Any:
-    """Parse a whole JSON file; every failure is a :class:`BadInputError` naming it."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise BadInputError(path, f"cannot read file ({e})") from e
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise BadInputError(path, f"file is not valid UTF-8 ({e.reason})", line=line) from e
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        reason = f"malformed JSON ({e.msg}, column {e.colno})"
-        raise BadInputError(path, reason, line=e.lineno) from e
-
-
 def absolute(path: str | Path) -> Path:
     """``path`` made absolute and normalised (``..`` folded), without resolving symlinks."""
     return Path(os.path.abspath(path))
@@ -231,3 +216,53 @@ def make_check(check_images: bool, max_pixels: int) -> ImageCheck:
     if not isinstance(check_images, bool):
         raise ValueError(f"check_images must be True or False, got {check_images!r}")
     return ImageCheck(enabled=check_images, max_pixels=max_pixels)
+
+
+#: Reasons a record or caption is skipped, by the words of its error (first match wins).
+_REASONS = (
+    ("bad caption", re.compile(r"^caption: ")),
+    ("missing image", re.compile(r"image file not found|image folder not found")),
+    ("image over a limit", re.compile(r"over the limit|decompression-bomb|\(empty\)")),
+    ("unreadable image", re.compile(r"not a readable image|corrupt or truncated")),
+    ("no caption left", re.compile(r"no valid caption left")),
+    ("not UTF-8", re.compile(r"not valid UTF-8")),
+    ("malformed entry", re.compile(r"malformed JSON|expected a JSON object|expected \d+ columns|"
+                                   r"missing the 'image' field|needs |must be a list|"
+                                   r"must be a non-empty string")),
+    ("duplicate id", re.compile(r"duplicated image|repeats image")),
+    ("path outside the data folder", re.compile(r"must stay inside|must be relative")),
+    ("non-finite features", re.compile(r"non-finite")),
+)
+
+
+def skip_reason(entry: str) -> str:
+    """The reason (one of a few fixed words) of a ``Dataset.skipped`` entry."""
+    for reason, pattern in _REASONS:
+        if pattern.search(entry):
+            return reason
+    return "other"
+
+
+def summarize_skipped(skipped: Sequence[str], first: int = 5) -> dict[str, Any]:
+    """``{"count", "by_reason": {reason: count}, "first": [the first entries]}`` of what a
+    reader skipped (``{}`` when nothing was)."""
+    if not skipped:
+        return {}
+    reasons = Counter(skip_reason(s) for s in skipped)
+    return {
+        "count": len(skipped),
+        "by_reason": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "first": [s.split(": ", 1)[1] if s.startswith(("record: ", "caption: ")) else s
+                  for s in skipped[:first]],
+    }  # fmt: skip
+
+
+def describe_skipped(summary: dict[str, Any]) -> str:
+    """One paragraph for a log: the count, the reasons and the first few ``file:line``."""
+    if not summary:
+        return ""
+    reasons = ", ".join(f"{n} {reason}" for reason, n in summary["by_reason"].items())
+    lines = "\n".join(f"  {s}" for s in summary["first"])
+    more = summary["count"] - len(summary["first"])
+    tail = f"\n  ... and {more} more" if more > 0 else ""
+    return f"skipped {summary['count']} bad input(s) ({reasons}):\n{lines}{tail}"

@@ -31,13 +31,13 @@ from xmodal.datasets._reading import (
     absolute,
     build_record,
     make_check,
-    read_json_file,
     relative_id,
     sorted_records,
 )
 from xmodal.datasets.images import DEFAULT_MAX_PIXELS
 from xmodal.datasets.record import Dataset, Record
 from xmodal.errors import BadInputError
+from xmodal.integrity import read_json_file
 
 __all__ = ["is_coco_captions", "read_coco"]
 

@@ -25,7 +25,6 @@ from xmodal.datasets._reading import (
     absolute,
     build_record,
     make_check,
-    read_json_file,
     relative_id,
     sorted_records,
 )
@@ -33,6 +32,7 @@ from xmodal.datasets.images import DEFAULT_MAX_PIXELS
 from xmodal.datasets.record import Dataset, Record
 from xmodal.datasets.splits import Split
 from xmodal.errors import BadInputError
+from xmodal.integrity import read_json_file
 
 __all__ = ["is_karpathy", "karpathy_split", "read_karpathy"]
 

@@ -19,10 +19,11 @@ any other folder (captions CSV or none)        ``folder``
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from xmodal.datasets._reading import OnBad, read_json_file
+from xmodal.datasets._reading import OnBad, describe_skipped, summarize_skipped
 from xmodal.datasets.coco import _read_coco_data, is_coco_captions
 from xmodal.datasets.folder import read_folder
 from xmodal.datasets.images import DEFAULT_MAX_PIXELS
@@ -31,8 +32,11 @@ from xmodal.datasets.karpathy import _read_karpathy_data, is_karpathy
 from xmodal.datasets.matfile import MAT_SUFFIXES, read_mat
 from xmodal.datasets.record import Dataset
 from xmodal.errors import BadInputError
+from xmodal.integrity import read_json_file
 
 __all__ = ["FORMATS", "Format", "detect_format", "load_dataset"]
+
+log = logging.getLogger("xmodal.datasets")
 
 Format = Literal["auto", "jsonl", "coco", "karpathy", "folder", "mat"]
 
@@ -103,7 +107,8 @@ def load_dataset(
         format: ``"auto"`` (see the module docstring), ``"jsonl"``, ``"coco"``,
             ``"karpathy"``, ``"folder"`` or ``"mat"`` (alias ``"h5"``).
         on_bad: ``"error"`` raises :class:`~xmodal.errors.BadInputError` on the first bad
-            input; ``"skip"`` drops it and lists it in ``Dataset.skipped``.
+            input; ``"skip"`` drops it, lists it in ``Dataset.skipped`` and logs a warning
+            (logger ``xmodal.datasets``) with the count by reason and the first few.
         max_pixels: Images with more pixels are bad input.
         check_images: Header-open and ``verify()`` each image at load time.
         name: Dataset name (default from the path).
@@ -121,9 +126,23 @@ def load_dataset(
         ValueError: unknown format or an option the chosen reader does not take.
         BadInputError: unreadable or bad input, naming the file (and line).
     """
+    ds = _dispatch(Path(path), format, on_bad, max_pixels, check_images, name, options)
+    if ds.skipped:  # nothing is dropped silently: every caller (and the CLI) hears of it
+        log.warning("%s: %s", path, describe_skipped(summarize_skipped(ds.skipped)))
+    return ds
+
+
+def _dispatch(
+    path: Path,
+    format: str,
+    on_bad: OnBad,
+    max_pixels: int,
+    check_images: bool,
+    name: str | None,
+    options: dict[str, Any],
+) -> Dataset:
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
-    path = Path(path)
     fmt = "mat" if format == "h5" else format
     data = None
     if fmt == "auto":

@@ -4,6 +4,10 @@ A baseline that needs fitting: ``fit`` learns the vocabulary, IDF weights and SV
 training captions; ``save``/``load`` keep that state next to a trained run so that queries can be
 encoded later with exactly the same transform. The cache key carries a hash of the fitted state.
 
+The saved state is data, never code: a zip holding ``state.json`` (format, config, vocabulary,
+digest) and ``idf.npy`` / ``components.npy`` read with ``allow_pickle=False``. A pickle (the
+joblib states of xmodal < 0.2) is refused unread, naming the file.
+
 Rows are L2-normalised (cosine similarity = dot product).
 """
 
@@ -11,10 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
-import os
-import tempfile
 import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +30,14 @@ from tqdm.auto import tqdm
 
 from xmodal.encoders.base import TextEncoder, check_texts, register_text_encoder
 from xmodal.errors import BadInputError
+from xmodal.integrity import refuse_pickle
+from xmodal.io import atomic_write
 
 __all__ = ["TfidfConfig", "TfidfEncoder"]
 
 _FORMAT = "xmodal-tfidf"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+_STATE, _IDF, _COMPONENTS = "state.json", "idf.npy", "components.npy"
 
 
 @dataclass(frozen=True)
@@ -84,11 +91,12 @@ class TfidfEncoder(TextEncoder):
 
     name = "tfidf"
 
-    def __init__(self, config: TfidfConfig | None = None) -> None:
+    def __init__(self, config: TfidfConfig | None = None, name: str = "tfidf") -> None:
+        self.name = name  # the registered name (tfidf, bow) for messages; keys keep "tfidf"
         self.config = config or TfidfConfig()
         self.dim = self.config.dim
         self._vectorizer: Any = None
-        self._svd: Any = None
+        self._components: Any = None
         self._digest: str | None = None
 
     @property
@@ -106,9 +114,9 @@ class TfidfEncoder(TextEncoder):
         """``tfidf@<hash of vocabulary, IDF and SVD basis>/d<dim>``; only once fitted."""
         if self._digest is None:
             raise RuntimeError(
-                "tfidf encoder is not fitted: call fit(texts) or TfidfEncoder.load(path)"
+                f"{self.name} encoder is not fitted: call fit(texts) or TfidfEncoder.load(path)"
             )
-        return f"{self.name}@{self._digest}/d{self.dim}"
+        return f"{TfidfEncoder.name}@{self._digest}/d{self.dim}"
 
     def fit(self, texts: Sequence[str]) -> TfidfEncoder:
         """Learn vocabulary, IDF and (with ``svd``) the projection from ``texts``; returns self."""
@@ -150,7 +158,8 @@ class TfidfEncoder(TextEncoder):
             svd = TruncatedSVD(n_components=dim, algorithm="randomized", random_state=cfg.seed).fit(
                 x
             )
-        self._vectorizer, self._svd, self.dim = vectorizer, svd, dim
+            svd = svd.components_  # TruncatedSVD.transform(x) is x @ components_.T
+        self._vectorizer, self._components, self.dim = vectorizer, svd, dim
         self._digest = self._state_digest()
         return self
 
@@ -164,8 +173,8 @@ class TfidfEncoder(TextEncoder):
         h.update(json.dumps(vocab).encode())
         if self.config.use_idf:
             h.update(np.ascontiguousarray(self._vectorizer.idf_, dtype=np.float64).tobytes())
-        if self._svd is not None:
-            h.update(np.ascontiguousarray(self._svd.components_, dtype=np.float64).tobytes())
+        if self._components is not None:
+            h.update(np.ascontiguousarray(self._components, dtype=np.float64).tobytes())
         return h.hexdigest()[:12]
 
     def encode(
@@ -177,7 +186,7 @@ class TfidfEncoder(TextEncoder):
         """
         if not self.is_fitted:
             raise RuntimeError(
-                "tfidf encoder is not fitted: call fit(texts) or TfidfEncoder.load(path)"
+                f"{self.name} encoder is not fitted: call fit(texts) or TfidfEncoder.load(path)"
             )
         texts = check_texts(texts)
         if batch_size < 1:
@@ -187,7 +196,7 @@ class TfidfEncoder(TextEncoder):
             for start in range(0, len(texts), batch_size):
                 chunk = texts[start : start + batch_size]
                 x = self._vectorizer.transform(chunk)
-                z = self._svd.transform(x) if self._svd is not None else x.toarray()
+                z = x @ self._components.T if self._components is not None else x.toarray()
                 z = np.asarray(z, dtype=np.float32)
                 norms = np.linalg.norm(z, axis=1, keepdims=True)
                 out[start : start + len(chunk)] = z / np.where(norms > 0, norms, 1.0)
@@ -195,78 +204,108 @@ class TfidfEncoder(TextEncoder):
         return out
 
     def save(self, path: str | Path) -> Path:
-        """Write the fitted state to ``path`` (joblib), atomically; returns the path."""
-        import joblib
-
+        """Write the fitted state to ``path`` (a zip of JSON and ``.npy``), atomically."""
         if not self.is_fitted:
-            raise RuntimeError("cannot save an unfitted tfidf encoder")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+            raise RuntimeError(f"cannot save an unfitted {self.name} encoder")
         state = {
             "format": _FORMAT,
             "version": _FORMAT_VERSION,
             "config": dataclasses.asdict(self.config),
             "dim": self.dim,
-            "vectorizer": self._vectorizer,
-            "svd": self._svd,
             "digest": self._digest,
+            "vocabulary": {term: int(col) for term, col in self._vectorizer.vocabulary_.items()},
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                joblib.dump(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        arrays = {_COMPONENTS: self._components}
+        if self.config.use_idf:
+            arrays[_IDF] = self._vectorizer.idf_
+
+        def write(tmp: Path) -> None:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+                z.writestr(_STATE, json.dumps(state, ensure_ascii=False, sort_keys=True))
+                for name, arr in arrays.items():
+                    if arr is not None:
+                        buf = io.BytesIO()
+                        np.save(buf, np.asarray(arr), allow_pickle=False)
+                        z.writestr(name, buf.getvalue())
+
+        return atomic_write(path, write)
 
     @classmethod
-    def load(cls, path: str | Path) -> TfidfEncoder:
-        """Read a state written by :meth:`save`.
-
-        Only load files you trust: joblib files are pickles and can run code when read.
+    def load(cls, path: str | Path, name: str = "tfidf") -> TfidfEncoder:
+        """Read a state written by :meth:`save` (no code is ever run: JSON and ``.npy`` only).
 
         Raises:
-            BadInputError: ``path`` is missing or is not an xmodal tfidf state.
+            BadInputError: ``path`` is missing, is a pickle, or is not an xmodal tfidf state.
         """
-        import joblib
-
         path = Path(path)
         if not path.is_file():
-            raise BadInputError(path, "tfidf state file not found")
+            raise BadInputError(path, f"{name} state file not found")
+        refuse_pickle(path, f"{name} state")
         try:
-            state = joblib.load(path)
-        except Exception as e:
+            with zipfile.ZipFile(path) as z:
+                state = json.loads(z.read(_STATE).decode("utf-8"))
+                arrays = {
+                    n: np.load(io.BytesIO(z.read(n)), allow_pickle=False)
+                    for n in (_IDF, _COMPONENTS)
+                    if n in z.namelist()
+                }
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as e:
             raise BadInputError(
-                path, f"not a readable tfidf state ({e.__class__.__name__}: {e})"
+                path, f"not a readable {name} state ({e.__class__.__name__}: {e})"
             ) from e
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
-            raise BadInputError(path, "not an xmodal tfidf state (written by TfidfEncoder.save)")
+            raise BadInputError(path, f"not an xmodal {name} state (written by TfidfEncoder.save)")
         if state.get("version") != _FORMAT_VERSION:
             raise BadInputError(
-                path, f"tfidf state version {state.get('version')}, expected {_FORMAT_VERSION}"
+                path, f"{name} state version {state.get('version')}, expected {_FORMAT_VERSION}"
             )
-        enc = cls(TfidfConfig(**state["config"]))
-        enc._vectorizer, enc._svd, enc.dim = state["vectorizer"], state["svd"], int(state["dim"])
+        try:
+            enc = cls(TfidfConfig(**state["config"]), name=name)
+            enc._restore(state["vocabulary"], arrays.get(_IDF), arrays.get(_COMPONENTS))
+            enc.dim = int(state["dim"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise BadInputError(path, f"malformed {name} state ({e})") from e
         enc._digest = enc._state_digest()
         if enc._digest != state["digest"]:
-            raise BadInputError(path, "tfidf state is inconsistent (its digest does not match)")
+            raise BadInputError(path, f"{name} state is inconsistent (its digest does not match)")
         return enc
+
+    def _restore(
+        self, vocabulary: dict[str, int], idf: np.ndarray | None, components: np.ndarray | None
+    ) -> None:
+        """Rebuild the fitted vectorizer from its vocabulary and IDF weights (no pickles)."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        cfg = self.config
+        vectorizer = TfidfVectorizer(
+            vocabulary={str(t): int(c) for t, c in vocabulary.items()},
+            ngram_range=(1, cfg.ngram_max),
+            sublinear_tf=cfg.sublinear_tf,
+            use_idf=cfg.use_idf,
+            binary=cfg.binary,
+            dtype=np.float32,
+        )
+        vectorizer.fit([" ".join(vocabulary)])  # a fixed vocabulary: only marks it fitted
+        if cfg.use_idf:
+            if idf is None:
+                raise ValueError("the state has no IDF weights")
+            vectorizer.idf_ = idf
+        if cfg.svd and components is None:
+            raise ValueError("the state has no SVD components")
+        self._vectorizer = vectorizer
+        self._components = components if cfg.svd else None
 
 
 def _build(options: dict[str, Any], path: str | Path | None, name: str) -> TfidfEncoder:
     if path is not None:
         if options:
             raise ValueError(f"{name}: options {sorted(options)} cannot be combined with path=")
-        return TfidfEncoder.load(path)
+        return TfidfEncoder.load(path, name=name)
     known = {f.name for f in dataclasses.fields(TfidfConfig)}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"unknown {name} option(s) {unknown}; known: {sorted(known)}")
-    return TfidfEncoder(TfidfConfig(**options))
+    return TfidfEncoder(TfidfConfig(**options), name=name)
 
 
 @register_text_encoder("tfidf")

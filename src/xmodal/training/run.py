@@ -9,23 +9,42 @@ Layout::
       model.pt        state dict of the checkpoint selected on validation (rewritten atomically)
       metrics.json    validation metrics of the selected checkpoint (+ test, once evaluated)
       training.png    loss and validation curves
+      text_encoder.state  a fitted text encoder's state (tfidf, bow), JSON + .npy
+      checksums.json  size and SHA-256 of every file a run is loaded from (config, split,
+                      checkpoint, text encoder state), written last and atomically
+
+Loading checks ``checksums.json`` first (a missing, truncated or altered file is an error naming
+it), reads JSON and ``torch.load(weights_only=True)`` only, and turns every failure to read a
+file into a :class:`~xmodal.errors.BadInputError` naming it. A run without ``checksums.json``
+(training never finished, or an older xmodal wrote it) loads with a warning.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from xmodal import __version__
+from xmodal.errors import BadInputError
+from xmodal.integrity import check_files, file_entry, read_json_file
 from xmodal.io import atomic_write, write_json_atomic
 from xmodal.methods import Method, build_method
 from xmodal.training.config import TrainConfig
 
-__all__ = ["RunConfig", "RunWriter", "load_method", "read_run_config"]
+__all__ = [
+    "CHECKSUMS",
+    "RunConfig",
+    "RunWriter",
+    "load_method",
+    "read_run_config",
+    "verify_run",
+    "write_checksums",
+]
 
 CONFIG, HISTORY, MODEL, METRICS, SPLIT, PLOT = (
     "config.json",
@@ -35,6 +54,10 @@ CONFIG, HISTORY, MODEL, METRICS, SPLIT, PLOT = (
     "split.json",
     "training.png",
 )
+#: The run's integrity manifest, and the files it covers (those that loading reads).
+CHECKSUMS = "checksums.json"
+LOADED_FILES = (CONFIG, SPLIT, MODEL, "text_encoder.state")
+_RUN_FORMAT = "xmodal-run/1"
 
 
 @dataclass
@@ -51,6 +74,8 @@ class RunConfig:
     text_dim: int
     split: dict[str, Any] = field(default_factory=dict)
     xmodal_version: str = __version__
+    #: Bad input skipped while reading the data (``on_bad="skip"``): count, by reason, first few.
+    skipped: dict[str, Any] = field(default_factory=dict)
 
     def train_config(self) -> TrainConfig:
         """The trainer options as a :class:`TrainConfig`."""
@@ -58,26 +83,109 @@ class RunConfig:
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
-    """Read ``config.json`` of a run, with a clear error when the folder is not a run."""
+    """Read ``config.json`` of a run, with a clear error when the folder is not a run.
+
+    Raises:
+        FileNotFoundError: no ``config.json``.
+        BadInputError: malformed JSON (naming the line) or fields a run config does not have.
+    """
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not an xmodal run directory (no {CONFIG})")
-    return RunConfig(**json.loads(path.read_text(encoding="utf-8")))
+    raw = read_json_file(path)
+    if not isinstance(raw, dict):
+        raise BadInputError(path, f"a run config is a JSON object, not {type(raw).__name__}")
+    known = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise BadInputError(path, f"unknown run config field(s) {unknown}")
+    try:
+        return RunConfig(**raw)
+    except TypeError as e:  # a required field is missing
+        raise BadInputError(path, f"not a run config ({e})") from e
+
+
+def write_checksums(run_dir: str | Path) -> Path:
+    """Write ``checksums.json`` (size and SHA-256 of the files loading reads), atomically."""
+    run_dir = Path(run_dir)
+    files = {n: file_entry(run_dir / n) for n in LOADED_FILES if (run_dir / n).is_file()}
+    return write_json_atomic(
+        run_dir / CHECKSUMS, {"format": _RUN_FORMAT, "files": files}, sort_keys=True
+    )
+
+
+def verify_run(run_dir: str | Path, checksums: bool = True) -> bool:
+    """Check the run's files against ``checksums.json``; ``False`` (and a warning) when the run
+    has none.
+
+    Raises:
+        BadInputError: naming the first missing, truncated or altered file, or a malformed
+            ``checksums.json``.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / CHECKSUMS
+    if not path.is_file():
+        warnings.warn(
+            f"{run_dir} has no {CHECKSUMS} (training did not finish, or an older xmodal wrote "
+            "it): its files are not verified",
+            stacklevel=2,
+        )
+        return False
+    raw = read_json_file(path)
+    if not isinstance(raw, dict) or raw.get("format") != _RUN_FORMAT:
+        raise BadInputError(path, f"not an xmodal run manifest (expected {_RUN_FORMAT})")
+    try:
+        check_files(run_dir, raw["files"], BadInputError, checksums)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise BadInputError(path, f"malformed run manifest ({e!r})") from e
+    return True
+
+
+def _load_state(path: Path, device: str | torch.device) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with every failure an error naming the file."""
+    if path.stat().st_size == 0:
+        raise BadInputError(path, "checkpoint is empty (0 bytes)")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # truncated, random bytes, a pickle of anything but tensors
+        raise BadInputError(
+            path, f"not a readable checkpoint ({e.__class__.__name__}: {str(e)[:200]})"
+        ) from e
+    if not isinstance(state, dict):
+        raise BadInputError(path, f"checkpoint holds a {type(state).__name__}, not a state dict")
+    return state
 
 
 def load_method(
-    run_dir: str | Path, device: str | torch.device = "cpu"
+    run_dir: str | Path, device: str | torch.device = "cpu", verify: bool = True
 ) -> tuple[Method, RunConfig]:
-    """Rebuild the run's method and load its selected checkpoint."""
+    """Rebuild the run's method and load its selected checkpoint (after :func:`verify_run`).
+
+    Raises:
+        FileNotFoundError: not a run, or no checkpoint.
+        BadInputError: a corrupt, truncated or altered file, named.
+    """
     config = read_run_config(run_dir)
     model_path = Path(run_dir) / MODEL
     if not model_path.is_file():
         raise FileNotFoundError(
             f"{run_dir} has no checkpoint ({MODEL}): did training finish an epoch?"
         )
-    method = build_method(config.method, config.image_dim, config.text_dim, **config.method_options)
-    state = torch.load(model_path, map_location=device, weights_only=True)
-    method.load_state_dict(state)
+    if verify:
+        verify_run(run_dir)
+    try:
+        method = build_method(
+            config.method, config.image_dim, config.text_dim, **config.method_options
+        )
+    except (TypeError, ValueError, KeyError) as e:
+        raise BadInputError(Path(run_dir) / CONFIG, f"cannot build the run's method ({e})") from e
+    state = _load_state(model_path, device)
+    try:
+        method.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise BadInputError(
+            model_path, f"checkpoint does not fit the method in {CONFIG} ({str(e)[:300]})"
+        ) from e
     return method.to(device).eval(), config
 
 
@@ -87,6 +195,7 @@ class RunWriter:
     def __init__(self, run_dir: str | Path, config: RunConfig) -> None:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / CHECKSUMS).unlink(missing_ok=True)  # a new run: the old manifest is void
         self.config = config
         write_json_atomic(self.dir / CONFIG, asdict(config))
         (self.dir / HISTORY).write_text("", encoding="utf-8")
@@ -115,6 +224,7 @@ class RunWriter:
         ]
         if any("loss" in h for h in history):
             plot_history(history, self.dir / PLOT)
+        write_checksums(self.dir)  # last: a run with a manifest is a finished run
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         """Merge ``metrics`` into ``metrics.json``."""
@@ -124,7 +234,9 @@ class RunWriter:
 def write_metrics(run_dir: str | Path, metrics: dict[str, Any]) -> None:
     """Merge ``metrics`` into the run's ``metrics.json`` (atomically)."""
     path = Path(run_dir) / METRICS
-    current = json.loads(path.read_text()) if path.is_file() else {}
+    current = read_json_file(path) if path.is_file() else {}
+    if not isinstance(current, dict):
+        raise BadInputError(path, "metrics file is not a JSON object")
     current.update(metrics)
     write_json_atomic(path, current)
 
