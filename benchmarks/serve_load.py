@@ -10,10 +10,19 @@ queries drawn from the OpenMoji captions) for ``--seconds``. Reported: requests/
 p99 latency, errors (any non-200 or transport error), the server's resident memory (VmRSS
 from /proc) before and after the load. Writes the ``serve`` section of docs/benchmarks.md.
 
+``--hostile 0.05`` instead runs the load twice on one server, clean and then hostile: in the
+hostile run each request is, with that probability, an expensive ``POST /search/image`` upload
+instead of a text search, cycling through a 101-byte 20,000 x 1 PNG, a 25,000,000 x 1 PNG, a
+25-megapixel 16-bit RGB PNG header (all three refused from their header), a 25-megapixel
+(5000 x 5000) PNG and a 20:1 4,470 x 223 PNG (both within the limits: decoded and encoded).
+Reported per run: text-search p50 / p99, the uploads' answers by status, and the server's peak
+RSS (sampled every second); written to the ``serve-hostile`` section.
+
 Run from the repository root::
 
     python benchmarks/serve_load.py                       # 100,000 items, 50 clients, 60 s
     python benchmarks/serve_load.py --items 20000 --seconds 10 --no-doc   # quick look
+    python benchmarks/serve_load.py --hostile 0.05        # clean vs 5% expensive uploads
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from hostile_images import png_header
 from report import machine, update_section
 
 from xmodal.datasets.record import Record
@@ -115,22 +126,64 @@ def make_index(root: Path, n_items: int, slice_every: int, seed: int) -> tuple[P
                            "binary": info.binary_kind}  # fmt: skip
 
 
+def expensive_uploads() -> list[tuple[str, bytes]]:
+    """The hostile uploads: three refused from their header, two decoded and encoded."""
+    import io
+
+    from PIL import Image
+
+    def png(size: tuple[int, int]) -> bytes:
+        out = io.BytesIO()
+        Image.new("RGB", size, (200, 40, 40)).save(out, format="PNG")
+        return out.getvalue()
+
+    return [
+        ("thin-20000x1", png_header(20_000, 1)),
+        ("line-25000000x1", png_header(25_000_000, 1)),
+        ("16bit-5000x5000", png_header(5000, 5000, 16, 2)),
+        ("rgb-5000x5000", png((5000, 5000))),
+        ("wide-4470x223", png((4470, 223))),
+    ]
+
+
 async def load(
-    url: str, clients: int, seconds: float, queries: list[str], rss: Callable[[], float]
+    url: str,
+    clients: int,
+    seconds: float,
+    queries: list[str],
+    rss: Callable[[], float],
+    upload_fraction: float = 0.0,
+    uploads: list[tuple[str, bytes]] | None = None,
 ) -> dict:
-    """Run the clients for ``seconds``; ``rss()`` (the server's RSS, MB) is sampled every 5 s."""
+    """Run the clients for ``seconds``; ``rss()`` (the server's RSS, MB) is sampled every second.
+
+    With ``upload_fraction``, each request is with that probability one of ``uploads`` (in
+    turn) sent to ``POST /search/image``; only text searches count in the latencies."""
     import httpx
 
     modes = ("float", "hamming", "two-stage")
     latencies: list[float] = []
     errors: dict[str, int] = {}
+    answers: dict[str, int] = {}
     stop = time.perf_counter() + seconds
+
+    async def upload(c: httpx.AsyncClient, k: int) -> None:
+        name, data = (uploads or [])[k % len(uploads or [])]
+        try:
+            r = await c.post("/search/image", files={"file": (f"{name}.png", data, "image/png")})
+            key = f"{name}: {r.status_code}"
+        except httpx.HTTPError as e:
+            key = f"{name}: {type(e).__name__}"
+        answers[key] = answers.get(key, 0) + 1
 
     async def client(i: int) -> None:
         rng = np.random.default_rng(i)
-        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
             n = 0
             while time.perf_counter() < stop:
+                if upload_fraction and rng.random() < upload_fraction:
+                    await upload(c, int(rng.integers(1 << 30)))
+                    continue
                 body = {"query": queries[rng.integers(len(queries))], "k": 10,
                         "mode": modes[(i + n) % 3]}  # fmt: skip
                 n += 1
@@ -151,7 +204,7 @@ async def load(
     async def sample() -> None:
         while time.perf_counter() < stop:
             trace.append((time.perf_counter() - start, rss()))
-            await asyncio.sleep(5)
+            await asyncio.sleep(1)
 
     start = time.perf_counter()
     await asyncio.gather(sample(), *(client(i) for i in range(clients)))
@@ -168,6 +221,8 @@ async def load(
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
         "max_ms": float(lat.max()) if len(lat) else float("nan"),
         "rss_trace": trace,
+        "rss_peak_mb": max((mb for _, mb in trace), default=float("nan")),
+        "uploads": dict(sorted(answers.items())),
     }
 
 
@@ -186,6 +241,8 @@ def main() -> None:
     ap.add_argument("--server-threads", type=int, default=1, help="torch/OpenMP threads of the server")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-doc", action="store_true", help="Print only; leave docs/benchmarks.md.")
+    ap.add_argument("--hostile", type=float, default=0.0,
+                    help="Fraction of expensive uploads: runs clean, then hostile (e.g. 0.05)")  # fmt: skip
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="xmodal-serve-load-") as tmp:
@@ -222,10 +279,20 @@ def main() -> None:
             )
             load_avg_end = os.getloadavg()[0]
             rss_after = rss_mb(server.pid)
+            hostile = None
+            if args.hostile:
+                hostile = asyncio.run(
+                    load(url, args.clients, args.seconds, captions, lambda: rss_mb(server.pid),
+                         args.hostile, expensive_uploads())
+                )  # fmt: skip
+                hostile["load_avg_end"] = os.getloadavg()[0]
             alive = server.poll() is None
         finally:
             server.terminate()
             server.wait(timeout=30)
+    if hostile is not None:
+        write_hostile(args, result, hostile, load_avg_start, rss_before, alive, health)
+        return
 
     result.update(
         items=health["items"], texts=health["texts"], dim=health["dim"], bits=health["bits"],
@@ -279,6 +346,51 @@ with 6 (RSS +74 and +74 MB); run-to-run noise on this shared machine is about ±
 """
     if not args.no_doc:
         print("wrote", update_section("serve", md))
+
+
+def write_hostile(
+    args: argparse.Namespace, clean: dict, hostile: dict, load_avg: float, rss_before: float,
+    alive: bool, health: dict,
+) -> None:  # fmt: skip
+    """Print both runs and write the ``serve-hostile`` section."""
+    print(json.dumps({"clean": clean, "hostile": hostile}, indent=2))
+    rows = []
+    for name, r in (("clean", clean), (f"hostile ({args.hostile:.0%} uploads)", hostile)):
+        rows.append(
+            f"| {name} | {r['ok']:,} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+            f"{sum(r['errors'].values())} | {r['rss_peak_mb']:.0f} |"
+        )
+    p99_ratio = hostile["p99_ms"] / clean["p99_ms"]
+    rss_ratio = hostile["rss_peak_mb"] / clean["rss_peak_mb"]
+    answers = ", ".join(f"{k} x{v}" for k, v in hostile["uploads"].items())
+    lim = health["limits"]
+    md = f"""## HTTP service under hostile load (`benchmarks/serve_load.py --hostile`)
+
+Command: `nice -n 10 python benchmarks/serve_load.py --items {args.items} --clients {args.clients} --seconds {args.seconds:g} --hostile {args.hostile:g}`.
+Machine: {machine()}; measured {dt.date.today().isoformat()}; load average {load_avg:.2f} before
+the clean run, {hostile['load_avg_end']:.2f} after the hostile one (other jobs share the cores).
+
+One server (`xmodal serve`, default `Limits`: image work on {lim['max_concurrent_encodes']} worker threads, at most
+{lim['max_queued_encodes']} image requests queued, {lim['encode_timeout_s']} s encode timeout), two runs of {args.seconds:g} s one after the other,
+{args.clients} clients each. Clean: text searches only (as in the section above). Hostile: each
+request is, with probability {args.hostile:g}, an expensive `POST /search/image` upload instead,
+in turn a 101-byte 20,000 x 1 PNG, a 25,000,000 x 1 PNG, a 25-megapixel 16-bit RGB PNG header
+(these three are refused with 413 from their header), a 5,000 x 5,000 PNG and a 20:1
+4,470 x 223 PNG (these two are within the limits, so they are decoded and encoded). Latencies
+are those of the text searches only; server RSS is sampled every second, starting at
+{rss_before:.0f} MB.
+
+| run | text searches | searches/s | p50 (ms) | p99 (ms) | search errors | peak server RSS (MB) |
+|---|---:|---:|---:|---:|---:|---:|
+{chr(10).join(rows)}
+
+Hostile vs clean: search p99 x{p99_ratio:.2f} (goal: at most 2), peak RSS x{rss_ratio:.2f} (goal:
+at most 1.5). Upload answers: {answers}. The server was {'still running' if alive else 'NOT running'}
+after both runs. Before the decoded-cost limits and the image pool, one 20,000 x 1 upload took
+19.7 s and 5.2 GB, and four in parallel stalled every search for 61 s (issue 11).
+"""
+    if not args.no_doc:
+        print("wrote", update_section("serve-hostile", md))
 
 
 if __name__ == "__main__":

@@ -103,3 +103,24 @@ def test_cli_train_and_encode_report_and_store_the_skips(messy: Path, tmp_path: 
     assert "skipped 10 bad input(s)" in r.output
     stored = json.loads((run / "config.json").read_text())["skipped"]
     assert stored["count"] == 10 and stored["by_reason"]["unreadable image"] == 2
+
+
+def test_index_build_reports_and_stores_the_skips(messy: Path, tmp_path: Path) -> None:
+    from serve_toys import build_toy_index  # registers the tiny servetoy dual encoder
+
+    from xmodal.index import Snapshot
+
+    weights = build_toy_index(tmp_path / "toy").parent / "toy.npy"
+    out = tmp_path / "ix"
+    r = runner.invoke(app, [
+        "index", "build", "--data", str(messy), "--out", str(out), "--encoder", "servetoy:tiny",
+        "--weights", str(weights), "--bits", "8", "--codes", "random", "--on-bad", "skip",
+        "--cache-dir", str(tmp_path / "cache"),
+    ])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "skipped 10 bad input(s)" in r.output and f"data.jsonl:{GOOD + 1}" in r.output
+    snap = Snapshot.open(out)
+    stored = json.loads((snap.folder / "skipped.json").read_text())
+    assert stored["count"] == 10 and "skipped.json" in snap.manifest.files
+    assert len(snap.collections["image"]) == GOOD
+    snap.close()

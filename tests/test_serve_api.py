@@ -281,8 +281,8 @@ def test_uploads_are_removed_with_their_last_item(
             raise OSError("disk on fire")
 
         monkeypatch.setattr(service_module, "delete_items", fail)
-        with pytest.raises(OSError, match="disk on fire"):
-            c.delete("/items/up/a.png", headers=auth())
+        r = c.delete("/items/up/a.png", headers=auth())  # an OS error: 500 naming it
+        assert r.status_code == 500 and "disk on fire" in r.json()["detail"]
         assert shared.is_file() and c.get("/items/up/a.png").status_code == 200
         monkeypatch.undo()
         monkeypatch.setattr(service, "_drop_upload", watched)
@@ -501,6 +501,7 @@ def test_cli_demo_serve_builds_and_serves_the_index(
     served: list[dict] = []
 
     def serve(index_dir, **kw):  # instead of uvicorn: the same app, queried in-process
+        kw.pop("on_ready")()
         with TestClient(create_app(index_dir, token=kw["token"], device=kw["device"])) as c:
             first = json.loads(lines[0])
             text = c.post("/search/text", json={"query": first["captions"][0], "k": 3}).json()

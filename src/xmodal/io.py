@@ -2,20 +2,92 @@
 
 Write a temporary file in the same folder, fsync it, ``os.replace`` it over the target and fsync
 the folder so that the rename survives a power cut. :func:`exclusive_lock` lets two processes
-that fill the same file take turns.
+that fill the same file take turns. :func:`storage_full` recognises a full disk (an ``OSError``
+or SQLite's own words) so that callers can raise :class:`StorageFullError`, which names the
+path, the free space and the space needed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
+import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "exclusive_lock", "fsync_dir", "replace_file", "write_json_atomic"]
+from xmodal.errors import XmodalError
+
+__all__ = [
+    "StorageFullError",
+    "atomic_write",
+    "exclusive_lock",
+    "fsync_dir",
+    "replace_file",
+    "storage_full",
+    "write_json_atomic",
+]
+
+#: ``errno`` values that mean the storage is full (no space, quota, file too large).
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def storage_full(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) says the disk is full."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in FULL_ERRNOS:
+            return True
+        if isinstance(current, sqlite3.Error) and "full" in str(current).lower():
+            return True  # "database or disk is full"
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class StorageFullError(XmodalError, OSError):
+    """A write that ran out of space: names the path, the free space and the space needed.
+
+    ``errno`` is ``ENOSPC``, so code that handles a full disk by errno handles this too.
+
+    Args:
+        path: What was being written (a file or folder).
+        needed: Bytes the write needs (at least), when known.
+        done: What stays as it was, for the message (``"the index is unchanged"``).
+    """
+
+    def __init__(self, path: str | Path, needed: int | None = None, done: str = "") -> None:
+        self.path = Path(path)
+        self.needed = needed
+        probe = self.path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            self.free: int | None = shutil.disk_usage(probe).free
+        except OSError:
+            self.free = None
+        free = f"{_size(self.free)} free" if self.free is not None else "free space unknown"
+        need = f", about {_size(needed)} needed" if needed is not None else ""
+        tail = f"; {done}" if done else ""
+        self.message = f"no space left on the device holding {self.path} ({free}{need}){tail}"
+        super().__init__(self.message)
+        self.errno = errno.ENOSPC
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def fsync_dir(folder: str | Path) -> None:

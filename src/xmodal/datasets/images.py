@@ -15,6 +15,7 @@ shorter side (a 20,000 x 1 image resized to 256 on its shorter side would be 1.3
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ __all__ = [
     "ImageLimits",
     "check_image",
     "cost_problem",
+    "decode_image",
     "load_image",
     "to_rgb",
 ]
@@ -270,6 +272,28 @@ def load_image(
         raise
     except _DECODE_ERRORS as e:
         raise _wrap_errors(path, e) from e
+
+
+def decode_image(
+    data: bytes, max_pixels: ImageLimits | int = DEFAULT_MAX_PIXELS, name: str = "upload"
+) -> Image.Image:
+    """:func:`load_image` for bytes in memory (an upload): no file written, no extra copy.
+
+    Raises:
+        BadInputError: as :func:`load_image`, its path being ``name``.
+    """
+    where = Path(name)
+    try:
+        im = open_header(io.BytesIO(data))
+        problem = cost_problem(im, ImageLimits.of(max_pixels))
+        if problem is not None:
+            raise BadInputError(where, problem)
+        im.load()
+        return to_rgb(_upright(im))  # in memory: nothing to detach from
+    except BadInputError:
+        raise
+    except _DECODE_ERRORS as e:
+        raise _wrap_errors(where, e) from e
 
 
 def _upright(im: Image.Image) -> Image.Image:

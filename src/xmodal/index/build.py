@@ -18,15 +18,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from xmodal.datasets import Dataset, OnBad, load_dataset
+from xmodal.datasets import Dataset, OnBad, load_dataset, summarize_skipped
 from xmodal.index.coding import load_code_choice, save_rotation
 from xmodal.index.embedders import load_model
 from xmodal.index.export import encode_items, export_dataset, make_model
 from xmodal.index.manifest import VERSIONS, IndexManifest, read_manifest, read_pointer
 from xmodal.index.snapshot import ROTATION
 from xmodal.index.writer import OnExists, append_items, create_index, delete_items
+from xmodal.io import write_json_atomic
 
-__all__ = ["add_to_index", "build_index", "remove_from_index"]
+__all__ = ["SKIPPED", "add_to_index", "build_index", "remove_from_index"]
+
+#: File of an index version listing the bad input its build skipped (count by reason, first few).
+SKIPPED = "skipped.json"
 
 
 def build_index(
@@ -86,6 +90,8 @@ def build_index(
             path = Path(tmp) / ROTATION
             save_rotation(exported.codes.rotation, path)
             files[ROTATION] = path
+        if ds.skipped:  # what --on-bad skip dropped, kept with the index
+            files[SKIPPED] = write_json_atomic(Path(tmp) / SKIPPED, summarize_skipped(ds.skipped))
         return create_index(
             out,
             exported.items,

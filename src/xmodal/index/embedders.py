@@ -54,7 +54,7 @@ __all__ = [
 #: An image query: a file path or an in-memory PIL image.
 ImageQuery = str | Path | Image.Image
 
-_RUN_FILES = ("config.json", "model.pt", "split.json", "text_encoder.state")
+_RUN_FILES = ("config.json", "model.pt", "split.json", "text_encoder.state", "checksums.json")
 
 
 @dataclass(frozen=True)
@@ -134,13 +134,14 @@ def _encode_images(encoder: ImageEncoder, images: Sequence[ImageQuery]) -> np.nd
 
 
 class IndexModel(ABC):
-    """Encodes images and texts the way an index's rows were encoded (thread-safe)."""
+    """Encodes images and texts the way an index's rows were encoded (thread-safe: one lock
+    per modality, so a slow image never holds up a text query)."""
 
     kind: str
     dim: int
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._text_lock, self._image_lock = threading.Lock(), threading.Lock()
 
     @abstractmethod
     def embed_dataset(
@@ -188,7 +189,7 @@ class IndexModel(ABC):
         bad = [t for t in texts if not isinstance(t, str) or not t.strip()]
         if bad:
             raise ValueError(f"text queries must be non-empty strings, got {bad[0]!r}")
-        with self._lock:
+        with self._text_lock:
             return self._embed_texts(texts)
 
     def embed_images(self, images: Sequence[ImageQuery]) -> Embedded:
@@ -199,7 +200,7 @@ class IndexModel(ABC):
             raise ValueError(
                 f"image queries must be file paths or PIL images, got {type(bad[0]).__name__}"
             )
-        with self._lock:
+        with self._image_lock:
             return self._embed_images(images)
 
     def head_bits(self) -> int | None:

@@ -34,6 +34,7 @@ from typing import Any
 
 from xmodal import __version__
 from xmodal.errors import XmodalError
+from xmodal.integrity import check_files, file_sha256
 
 __all__ = [
     "FORMAT",
@@ -75,12 +76,6 @@ class IndexFormatError(XmodalError):
 def version_dir_name(version: int) -> str:
     """``v000007`` for version 7."""
     return f"v{version:06d}"
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def is_index_dir(path: str | Path) -> bool:
@@ -212,15 +207,4 @@ def verify_files(version_dir: Path, manifest: IndexManifest, checksums: bool = T
     Raises:
         IndexFormatError: naming the first missing, truncated or altered file.
     """
-    for name, info in sorted(manifest.files.items()):
-        path = version_dir / name
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise IndexFormatError(path, "file listed in the manifest is missing") from None
-        if size != info["bytes"]:
-            raise IndexFormatError(
-                path, f"size {size} bytes, manifest says {info['bytes']} (truncated or replaced)"
-            )
-        if checksums and file_sha256(path) != info["sha256"]:
-            raise IndexFormatError(path, "SHA-256 does not match the manifest (corrupt file)")
+    check_files(version_dir, manifest.files, IndexFormatError, checksums)

@@ -14,6 +14,7 @@ readers open read-only and immutable: no locks, no journal, no half-written rows
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -250,7 +251,7 @@ class MetadataWriter(_Queries, Closing):
             )
             cur.execute("COMMIT")
         except BaseException:
-            cur.execute("ROLLBACK")
+            self._rollback()
             raise
 
     def delete(self, item_ids: Sequence[int]) -> None:
@@ -264,8 +265,16 @@ class MetadataWriter(_Queries, Closing):
                     cur.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", chunk)
             cur.execute("COMMIT")
         except BaseException:
-            cur.execute("ROLLBACK")
+            self._rollback()
             raise
+
+    def _rollback(self) -> None:
+        """Roll back after an error, keeping that error: SQLite has already rolled back on its
+        own after some (a full disk), and "cannot rollback - no transaction is active" must not
+        hide "database or disk is full"."""
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql, args).fetchall()

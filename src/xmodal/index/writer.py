@@ -43,6 +43,7 @@ from xmodal.index.manifest import (
 from xmodal.index.metadata import MetadataReader, MetadataWriter
 from xmodal.index.snapshot import COLLECTIONS, META, collection_file
 from xmodal.index.versions import VersionWriter, current_pointer, writer_lock
+from xmodal.io import StorageFullError, storage_full
 
 __all__ = ["IndexWriter", "OnExists", "append_items", "create_index", "delete_items"]
 
@@ -237,6 +238,8 @@ class IndexWriter:
         try:
             if exc_type is None:
                 self.commit()
+            elif exc is not None:
+                self._abort_after(exc)
             else:
                 self.abort()
         finally:
@@ -454,11 +457,37 @@ class IndexWriter:
                         vw.link(self._folder, name, info)
             manifest = replace(base, collections=infos, files={})
             self._manifest = vw.commit(manifest)
-        except BaseException:
-            self.abort()
+        except BaseException as e:
+            self._abort_after(e)
             raise
         self._meta = self._vw = None
         return self._manifest
+
+    def _abort_after(self, error: BaseException) -> None:
+        """:meth:`abort` after ``error``; a full disk is then raised as a
+        :class:`~xmodal.io.StorageFullError` naming the index, the free and the needed space."""
+        if isinstance(error, StorageFullError) or not storage_full(error):
+            self.abort()
+            return
+        needed = self._space_needed()
+        self.abort()
+        raise StorageFullError(self.index_dir, needed, "the previous version is untouched") from error
+
+    def _space_needed(self) -> int:
+        """About what a new version takes: the bytes staged before the disk filled (hard links
+        aside), or the current version's size when that is more."""
+
+        def size(folder: Path | None, new_only: bool) -> int:
+            total = 0
+            for p in folder.rglob("*") if folder is not None and folder.is_dir() else ():
+                with contextlib.suppress(OSError):
+                    st = p.lstat()
+                    if p.is_file() and not (new_only and st.st_nlink > 1):
+                        total += st.st_size
+            return total
+
+        staged = size(self._vw.tmp if self._vw is not None else None, new_only=True)
+        return max(staged, size(self._folder, new_only=False))
 
     def abort(self) -> None:
         """Drop the staged changes and their temporary folder (the current version stays)."""

@@ -12,7 +12,6 @@ import hashlib
 import io
 import mimetypes
 import os
-import tempfile
 import threading
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from xmodal.datasets.images import (
     IMAGE_SUFFIXES,
     ImageLimits,
     cost_problem,
+    decode_image,
     load_image,
     open_header,
 )
@@ -76,11 +76,9 @@ class ImageDecoder:
         """8-bit RGB image of ``data`` (400 when the pixel data is corrupt or truncated)."""
         limits = limits or self.limits
         self.check_header(data, limits, what)
-        with self._slots, tempfile.TemporaryDirectory(prefix="xmodal-upload-") as tmp:
-            path = Path(tmp) / "upload"
-            path.write_bytes(data)
+        with self._slots:
             try:
-                return load_image(path, limits)
+                return decode_image(data, limits)
             except BadInputError as e:
                 raise RequestProblem(400, f"{what}: {e.reason}") from e
 
