@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import openmoji_slice
 from hostile_images import png_header
 from PIL import Image
 from typer.testing import CliRunner
 
 from xmodal.cli import app
 from xmodal.datasets import load_dataset, summarize_skipped
-from xmodal.demo import demo_data_path
 
 runner = CliRunner()
 
@@ -34,13 +34,8 @@ def _jpeg(seed: int) -> bytes:
 @pytest.fixture(scope="module")
 def messy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 good emoji records followed by one bad record of each kind."""
-    src = demo_data_path()
-    root = tmp_path_factory.mktemp("messy")
-    (root / "images").mkdir()
-    lines = [line.encode() for line in
-             (src / "data.jsonl").read_text(encoding="utf-8").splitlines()[::200][:GOOD]]  # fmt: skip
-    for line in lines:
-        shutil.copy(src / json.loads(line)["image"], root / "images")
+    root = openmoji_slice(tmp_path_factory.mktemp("messy") / "data", step=200, count=GOOD)
+    lines = (root / "data.jsonl").read_bytes().splitlines()
     (root / "images" / "cut.jpg").write_bytes(_jpeg(0)[:1500])
     (root / "images" / "noise.png").write_bytes(b"not an image at all")
     (root / "images" / "thin.png").write_bytes(png_header(20_000, 1))
@@ -106,14 +101,14 @@ def test_cli_train_and_encode_report_and_store_the_skips(messy: Path, tmp_path: 
 
 
 def test_index_build_reports_and_stores_the_skips(messy: Path, tmp_path: Path) -> None:
-    from serve_toys import build_toy_index  # registers the tiny servetoy dual encoder
+    from serve_toys import build_toy_index  # an index of the toy dual encoder, for its weights
 
     from xmodal.index import Snapshot
 
     weights = build_toy_index(tmp_path / "toy").parent / "toy.npy"
     out = tmp_path / "ix"
     r = runner.invoke(app, [
-        "index", "build", "--data", str(messy), "--out", str(out), "--encoder", "servetoy:tiny",
+        "index", "build", "--data", str(messy), "--out", str(out), "--encoder", "toyclip:tiny",
         "--weights", str(weights), "--bits", "8", "--codes", "random", "--on-bad", "skip",
         "--cache-dir", str(tmp_path / "cache"),
     ])  # fmt: skip

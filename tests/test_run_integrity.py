@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import openmoji_slice
 from typer.testing import CliRunner
 
 from xmodal.cli import app
-from xmodal.demo import demo_data_path
 from xmodal.errors import BadInputError
 from xmodal.training.run import CHECKSUMS, load_method, verify_run
 
@@ -23,14 +23,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """``(run, data, cache)``: a 2-epoch tfidf run on 40 emoji."""
-    src = demo_data_path()
     root = tmp_path_factory.mktemp("integrity")
-    data = root / "data"
-    (data / "images").mkdir(parents=True)
-    lines = (src / "data.jsonl").read_text(encoding="utf-8").splitlines()[::60]
-    for line in lines:
-        shutil.copy(src / json.loads(line)["image"], data / "images")
-    (data / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = openmoji_slice(root / "data", step=60)
     run, cache = root / "run", root / "cache"
     r = runner.invoke(app, [
         "train", "--data", str(data), "--out", str(run), "--epochs", "2", "--batch-size", "8",
