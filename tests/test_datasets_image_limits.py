@@ -59,8 +59,6 @@ def test_decoded_bytes_count_16_bit_samples_twice(
     assert problem is not None and f"{budget:,} bytes decoded" in problem
 
 
-
-
 def test_16_bit_conversion_is_exact_in_integers(tmp_path: Path) -> None:
     values = np.arange(0, 65536, 7, dtype=np.uint16)[: 90 * 100].reshape(90, 100)
     Image.fromarray(values).save(tmp_path / "g16.png")

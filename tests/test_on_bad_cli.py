@@ -39,7 +39,9 @@ def messy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "images" / "cut.jpg").write_bytes(_jpeg(0)[:1500])
     (root / "images" / "noise.png").write_bytes(b"not an image at all")
     (root / "images" / "thin.png").write_bytes(png_header(20_000, 1))
-    shutil.copy(root / "images" / Path(json.loads(lines[0])["image"]).name, root / "images" / "blank.png")
+    shutil.copy(
+        root / "images" / Path(json.loads(lines[0])["image"]).name, root / "images" / "blank.png"
+    )
     first = json.loads(lines[0])["image"]
     bad = [
         json.dumps({"image": "images/cut.jpg", "captions": ["a truncated jpeg"]}).encode(),

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'xmodal[serve]'")
+pytest.importorskip(
+    "fastapi", reason="the serve extra is not installed: pip install 'xmodal[serve]'"
+)
 pytest.importorskip("multipart", reason="python-multipart is missing: pip install 'xmodal[serve]'")
 
 from fastapi.testclient import TestClient
@@ -121,10 +123,10 @@ def test_form_fields_must_be_utf8(client: TestClient, index: Path) -> None:
     before = Snapshot.open(index).version
     boundary = "xmodalboundary"
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"id\"\r\n\r\n".encode()
+        f'--{boundary}\r\nContent-Disposition: form-data; name="id"\r\n\r\n'.encode()
         + b"probe/\xff\xfe"
-        + f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-        f"filename=\"p.png\"\r\nContent-Type: image/png\r\n\r\n".encode()
+        + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="p.png"\r\nContent-Type: image/png\r\n\r\n'.encode()
         + png()
         + f"\r\n--{boundary}--\r\n".encode()
     )

@@ -15,7 +15,6 @@ in query strings, and form fields that are not UTF-8.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -26,41 +25,19 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from xmodal.serve.limits import RequestProblem
+from xmodal.serve.limits import RequestProblem, send_problem
 
 __all__ = [
     "ReadTimeoutMiddleware",
     "RedactQueryMiddleware",
     "StrictFormRoute",
     "WriteGuardMiddleware",
-    "send_problem",
 ]
 
 #: Query parameters whose values never reach the app or the access log.
 SECRET_PARAMS = frozenset(
     {"token", "access_token", "api_key", "apikey", "key", "password", "secret", "authorization"}
 )
-
-
-async def send_problem(
-    send: Any, status: int, detail: str, headers: dict[str, str] | None = None
-) -> None:
-    """Send a JSON ``{"detail": ...}`` response and ask the client to close the connection."""
-    body = json.dumps({"detail": detail}).encode()
-    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-                *extra,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def _header(scope: dict, name: bytes) -> str | None:

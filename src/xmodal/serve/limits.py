@@ -16,7 +16,14 @@ from fastapi import HTTPException
 
 from xmodal.datasets.images import ImageLimits
 
-__all__ = ["BodyLimitMiddleware", "Limits", "RequestProblem", "check_item_id", "read_capped"]
+__all__ = [
+    "BodyLimitMiddleware",
+    "Limits",
+    "RequestProblem",
+    "check_item_id",
+    "read_capped",
+    "send_problem",
+]
 
 
 class RequestProblem(Exception):
@@ -189,10 +196,10 @@ class BodyLimitMiddleware:
         if declared is not None:
             text = declared.decode("latin-1").strip()
             if not text.isdigit():
-                await _send_json(send, 400, f"Content-Length {text!r} is not a number")
+                await send_problem(send, 400, f"Content-Length {text!r} is not a number")
                 return
             if int(text) > self.limit:
-                await _send_json(send, 413, self._detail(f"of {int(text):,} bytes"))
+                await send_problem(send, 413, self._detail(f"of {int(text):,} bytes"))
                 return
         seen = 0
 
@@ -208,8 +215,13 @@ class BodyLimitMiddleware:
         await self.app(scope, counted, send)
 
 
-async def _send_json(send: Any, status: int, detail: str) -> None:
+async def send_problem(
+    send: Any, status: int, detail: str, headers: dict[str, str] | None = None
+) -> None:
+    """Send a JSON ``{"detail": ...}`` response from ASGI middleware and ask the client to close
+    the connection (its request body may be left unread)."""
     body = json.dumps({"detail": detail}).encode()
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send(
         {
             "type": "http.response.start",
@@ -218,6 +230,7 @@ async def _send_json(send: Any, status: int, detail: str) -> None:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
+                *extra,
             ],
         }
     )
