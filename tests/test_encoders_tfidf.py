@@ -108,7 +108,7 @@ def test_bad_state_files_are_named(tmp_path: Path) -> None:
     import joblib
 
     other = tmp_path / "other.joblib"
-    joblib.dump({"something": 1}, other)  # the format of xmodal < 0.2: refused unread
+    joblib.dump({"something": 1}, other)  # the format of earlier versions: refused unread
     with pytest.raises(BadInputError, match=r"other\.joblib: this tfidf state is a pickle"):
         TfidfEncoder.load(other)
     import zipfile

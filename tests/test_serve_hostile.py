@@ -102,7 +102,7 @@ def test_image_work_is_bounded_with_busy_and_timeout_answers(
         assert "encode_timeout_s" in results["b"].json()["detail"]  # type: ignore[attr-defined]
         release.set()
         first.join()
-        assert results["a"].status_code in (200, 504)  # type: ignore[attr-defined]
+        assert results["a"].status_code == 504  # type: ignore[attr-defined]
         assert upload(c, png()).status_code == 200  # the pool recovers
 
 

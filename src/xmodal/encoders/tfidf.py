@@ -6,7 +6,7 @@ encoded later with exactly the same transform. The cache key carries a hash of t
 
 The saved state is data, never code: a zip holding ``state.json`` (format, config, vocabulary,
 digest) and ``idf.npy`` / ``components.npy`` read with ``allow_pickle=False``. A pickle (the
-joblib states of xmodal < 0.2) is refused unread, naming the file.
+joblib states of earlier xmodal versions) is refused unread, naming the file.
 
 Rows are L2-normalised (cosine similarity = dot product).
 """
