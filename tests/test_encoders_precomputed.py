@@ -63,7 +63,9 @@ def test_missing_features_and_bad_files(tmp_path: Path) -> None:
 
 
 def test_cannot_encode_new_inputs() -> None:
-    with pytest.raises(TypeError, match="cannot encode new texts"):
+    assert not PrecomputedTextEncoder().can_encode
+    assert not PrecomputedImageEncoder().can_encode
+    with pytest.raises(ValueError, match="cannot encode new texts"):
         PrecomputedTextEncoder().encode(["hello"])
-    with pytest.raises(TypeError, match="cannot encode new images"):
+    with pytest.raises(ValueError, match="cannot encode new images"):
         PrecomputedImageEncoder().forward(np.zeros((1, 3, 2, 2)))  # type: ignore[arg-type]

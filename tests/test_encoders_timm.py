@@ -37,7 +37,7 @@ def picture(seed: int) -> Image.Image:
 
 def test_random_weights_warn(name: str) -> None:
     with pytest.warns(UserWarning, match="random weights"):
-        enc = get_image_encoder(f"timm:{name}", device="cpu")
+        enc = get_image_encoder(f"timm:{name}", device="cpu", pretrained=False)
     assert "@random-" in enc.key and enc.dim > 0
 
 

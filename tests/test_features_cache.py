@@ -184,3 +184,62 @@ def test_argument_errors(tmp_path: Path) -> None:
         cache.get_or_encode(ds, text_encoder=get_text_encoder("tfidf"), progress=False)
     with pytest.raises(ValueError, match="must be an ImageEncoder"):
         cache.get_or_encode(ds, image_encoder=LengthTextEncoder())  # type: ignore[arg-type]
+
+
+def _bmp_dataset(folder: Path, n: int = 6) -> Dataset:
+    """Uncompressed BMPs: every 6x8 image has the same byte size, whatever its pixels."""
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(n):
+        path = folder / f"img{i}.bmp"
+        Image.fromarray(rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)).save(path)
+        records.append(Record(id=path.name, image=path, captions=(f"image {i}",), labels=()))
+    return Dataset(name="bmp set", root=folder, records=records)
+
+
+def test_same_size_replacement_re_encodes_that_row(tmp_path: Path) -> None:
+    import os
+
+    ds = _bmp_dataset(tmp_path / "data")
+    cache = FeatureCache(tmp_path / "cache")
+    enc = TinyColorEncoder()
+    before = np.array(cache.get_or_encode(ds, image_encoder=enc, num_workers=0, progress=False))
+    target = ds.records[3].image
+    stat = target.stat()
+    Image.fromarray(np.full((6, 8, 3), 200, dtype=np.uint8)).save(target)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime
+    assert target.stat().st_size == stat.st_size and ds.fingerprint() == ds.fingerprint()
+    assert cache.get(ds, enc.key, "image") is None, "a stale row must not be handed out"
+
+    after = cache.get_or_encode(ds, image_encoder=enc, num_workers=0, progress=False)
+    assert enc.rows_encoded == len(ds) + 1, "only the replaced row is encoded again"
+    np.testing.assert_allclose(after[3], np.full(12, 200 / 255, dtype=np.float32), rtol=1e-6)
+    np.testing.assert_array_equal(np.delete(after, 3, axis=0), np.delete(before, 3, axis=0))
+    again = cache.get_or_encode(ds, image_encoder=enc, num_workers=0, progress=False)
+    assert enc.rows_encoded == len(ds) + 1 and cache.get(ds, enc.key, "image") is not None
+    np.testing.assert_array_equal(again, after)
+
+
+def test_entry_without_digests_is_migrated_once_or_encoded_again(tmp_path: Path) -> None:
+    import os
+
+    from xmodal.features.content import digests_path
+
+    ds = _bmp_dataset(tmp_path / "data")
+    cache = FeatureCache(tmp_path / "cache")
+    enc = TinyColorEncoder()
+    cache.get_or_encode(ds, image_encoder=enc, num_workers=0, progress=False)
+    sidecar = digests_path(cache.path(ds, enc.key, "image"))
+    recorded = np.load(sidecar)
+    sidecar.unlink()  # as written before row digests existed
+    cache.get_or_encode(ds, image_encoder=enc, num_workers=0, progress=False)
+    assert enc.rows_encoded == len(ds), "files older than the entry: digests recorded, no encoding"
+    np.testing.assert_array_equal(np.load(sidecar), recorded)
+
+    sidecar.unlink()
+    future = ds.records[0].image.stat().st_mtime + 3600
+    os.utime(ds.records[0].image, (future, future))  # modified after the entry was written
+    cache.get_or_encode(ds, image_encoder=enc, num_workers=0, progress=False)
+    assert enc.rows_encoded == 2 * len(ds), "cannot trust an unhashed entry: encoded again"
+    np.testing.assert_array_equal(np.load(sidecar), recorded)

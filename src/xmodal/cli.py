@@ -603,14 +603,22 @@ def demo(
 
 @app.command("list")
 def list_registered() -> None:
-    """Registered methods, encoders and index kinds."""
-    from xmodal.encoders import list_encoders
+    """Registered methods, encoders (dimension, runtime, weights' origin) and index kinds."""
+    from rich.table import Table
+
+    from xmodal.encoders import describe_encoders
     from xmodal.index.kinds import kind_names
     from xmodal.methods import list_methods
 
     console.print("[bold]methods:[/] " + ", ".join(list_methods()))
-    for modality, names in list_encoders().items():
-        console.print(f"[bold]{modality} encoders:[/] " + ", ".join(names))
+    for modality, rows in describe_encoders().items():
+        table = Table(title=f"{modality} encoders", title_justify="left")
+        table.add_column("name", no_wrap=True)
+        for column in ("dim", "runtime", "weights"):
+            table.add_column(column)
+        for name, info in rows:
+            table.add_row(name, str(info.dim), info.runtime, info.weights)
+        console.print(table)
     for family in ("float", "binary"):
         console.print(f"[bold]{family} index kinds:[/] auto, " + ", ".join(kind_names(family)))
 

@@ -25,6 +25,7 @@ from xmodal.errors import XmodalError
 __all__ = [
     "StorageFullError",
     "atomic_write",
+    "default_cache_dir",
     "exclusive_lock",
     "fsync_dir",
     "replace_file",
@@ -88,6 +89,11 @@ class StorageFullError(XmodalError, OSError):
 
     def __str__(self) -> str:
         return self.message
+
+
+def default_cache_dir() -> Path:
+    """The feature cache (and exported-model store) root: ``$XMODAL_CACHE``, else ``~/.cache/xmodal``."""
+    return Path(os.environ.get("XMODAL_CACHE", Path.home() / ".cache" / "xmodal"))
 
 
 def fsync_dir(folder: str | Path) -> None:

@@ -189,11 +189,12 @@ def open_header(source: Path | BinaryIO) -> Image.Image:
         return Image.open(source)
 
 
-def _open_checked(path: Path, limits: ImageLimits) -> Image.Image:
-    """Open ``path`` (header only) and enforce ``limits``; the caller closes the image."""
-    if not path.is_file():
+def _open_checked(path: Path, limits: ImageLimits, data: bytes | None = None) -> Image.Image:
+    """Open ``path`` (or its bytes ``data``; header only) and enforce ``limits``; the caller
+    closes the image."""
+    if data is None and not path.is_file():
         raise BadInputError(path, "image file not found")
-    im = open_header(path)
+    im = open_header(path if data is None else io.BytesIO(data))
     problem = cost_problem(im, limits)
     if problem is not None:
         im.close()
@@ -246,9 +247,15 @@ def check_image(
 
 
 def load_image(
-    path: str | Path, max_pixels: ImageLimits | int = DEFAULT_MAX_PIXELS
+    path: str | Path,
+    max_pixels: ImageLimits | int = DEFAULT_MAX_PIXELS,
+    *,
+    data: bytes | None = None,
 ) -> Image.Image:
     """Decode ``path`` into an 8-bit RGB PIL image (first frame of animations).
+
+    ``data``, when given, is the file's bytes already read by the caller (e.g. to hash them):
+    they are decoded instead of reading ``path`` again, and errors still name ``path``.
 
     The EXIF orientation tag, when present, is applied (phone photos come out upright).
     Mode conversions follow :func:`to_rgb`.
@@ -260,7 +267,7 @@ def load_image(
     """
     path = Path(path)
     try:
-        im = _open_checked(path, ImageLimits.of(max_pixels))
+        im = _open_checked(path, ImageLimits.of(max_pixels), data)
         try:
             im.load()
             rgb = to_rgb(_upright(im))

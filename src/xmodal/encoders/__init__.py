@@ -1,8 +1,10 @@
 """Frozen backbones that turn images and texts into feature vectors, found by name.
 
-Registered names (``list_encoders()``): image ``efficientnet-lite0``, ``open_clip:<arch>``,
-``timm:<name>``, ``precomputed``; text ``minilm``, ``tfidf``, ``open_clip:<arch>``,
-``precomputed``::
+Registered names (``list_encoders()``; ``describe_encoders()`` adds dimension, runtime and where
+the weights come from): image ``efficientnet-lite0/1/2`` (packaged, ONNX Runtime), ``hf:<id>``
+(CLIP, SigLIP), ``open_clip:<arch>[:<tag>]``, ``timm:<name>``, ``precomputed``; text ``minilm``
+(packaged, ONNX Runtime), ``sentence-transformers:<id>``, ``hf:<id>``, ``open_clip:<arch>[:<tag>]``,
+``tfidf``, ``precomputed``. Hub names follow the user's Hugging Face settings::
 
     from xmodal.encoders import encode_images, get_image_encoder, get_text_encoder
 
@@ -10,15 +12,17 @@ Registered names (``list_encoders()``): image ``efficientnet-lite0``, ``open_cli
     feats = encode_images(image_encoder, paths, batch_size=64)       # [n, 1280] float32
     texts = get_text_encoder("minilm").encode(["a dog on a beach"])  # [1, 384] float32
 
-Importing this package does not import sentence-transformers, open_clip or timm.
+Importing this package does not import transformers, sentence-transformers, open_clip or timm.
 """
 
 from __future__ import annotations
 
 from xmodal.encoders.base import (
+    EncoderInfo,
     ImageEncoder,
     TextEncoder,
     check_texts,
+    describe_encoders,
     file_digest,
     get_image_encoder,
     get_text_encoder,
@@ -35,10 +39,12 @@ from xmodal.encoders.batching import (
 )
 
 __all__ = [
+    "EncoderInfo",
     "ImageEncoder",
     "TextEncoder",
     "check_texts",
     "default_num_workers",
+    "describe_encoders",
     "encode_images",
     "file_digest",
     "get_image_encoder",

@@ -20,6 +20,7 @@ import fnmatch
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,11 @@ from PIL import Image
 from xmodal.datasets.images import to_rgb
 
 __all__ = [
+    "EncoderInfo",
     "ImageEncoder",
     "TextEncoder",
     "check_texts",
+    "describe_encoders",
     "file_digest",
     "get_image_encoder",
     "get_text_encoder",
@@ -40,6 +43,7 @@ __all__ = [
     "register_image_encoder",
     "register_text_encoder",
     "resolve_device",
+    "set_encoder_info",
 ]
 
 ImageFactory = Callable[..., "ImageEncoder"]
@@ -47,6 +51,26 @@ TextFactory = Callable[..., "TextEncoder"]
 
 _IMAGE_ENCODERS: dict[str, ImageFactory] = {}
 _TEXT_ENCODERS: dict[str, TextFactory] = {}
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What ``xmodal list`` says about a registered encoder without building it.
+
+    Attributes:
+        dim: Feature size, or how it is decided (e.g. ``"the model's"``).
+        runtime: ``"onnx"``, ``"torch"``, ``"numpy"``; ``"auto"`` means ONNX Runtime where it is
+            installed, else torch.
+        weights: Where the weights come from: ``"packaged"``, ``"HF hub id or local folder"``,
+            ``"fitted on training texts"``, ...
+    """
+
+    dim: int | str = "?"
+    runtime: str = "torch"
+    weights: str = "?"
+
+
+_INFO: dict[tuple[str, str], EncoderInfo] = {}
 
 
 class ImageEncoder(ABC):
@@ -65,6 +89,20 @@ class ImageEncoder(ABC):
     def key(self) -> str:
         """Cache key: changes when weights or preprocessing change."""
         return self.name
+
+    #: Where the forward pass runs: ``"onnx"`` (ONNX Runtime) or ``"torch"``.
+    runtime: str = "torch"
+    #: Where the weights come from, for people (``xmodal list``): ``"packaged"``, a hub id, a file.
+    weights_source: str = "packaged"
+
+    @property
+    def can_encode(self) -> bool:
+        """Whether this encoder can encode new images (``False`` for precomputed features).
+
+        Callers ask before encoding a query or a new collection; an encoder that cannot encode
+        raises ``ValueError`` from ``preprocess``/``forward``/``encode``.
+        """
+        return True
 
     @property
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
@@ -106,11 +144,24 @@ class TextEncoder(ABC):
 
     name: str
     dim: int
+    #: Where the forward pass runs: ``"onnx"`` (ONNX Runtime), ``"torch"`` or ``"numpy"``.
+    runtime: str = "torch"
+    #: Where the weights come from, for people (``xmodal list``): ``"packaged"``, a hub id, a file,
+    #: ``"fitted"``.
+    weights_source: str = "packaged"
 
     @property
     def key(self) -> str:
         """Cache key: changes when weights or preprocessing change."""
         return self.name
+
+    @property
+    def can_encode(self) -> bool:
+        """Whether this encoder can encode new texts (``False`` for precomputed features).
+
+        Callers ask before encoding (a fitted-first encoder also needs :attr:`is_fitted`).
+        """
+        return True
 
     @property
     def needs_fit(self) -> bool:
@@ -137,27 +188,62 @@ class TextEncoder(ABC):
         return f"{type(self).__name__}(key={key!r}, dim={self.dim})"
 
 
-def register_image_encoder(name: str) -> Callable[[ImageFactory], ImageFactory]:
+def register_image_encoder(
+    name: str, info: EncoderInfo | None = None
+) -> Callable[[ImageFactory], ImageFactory]:
     """Decorator registering an image-encoder factory under ``name`` (``"family:*"`` for families).
 
-    The factory is called as ``factory(device=..., **kwargs)`` (plus ``variant=`` for families).
+    The factory is called as ``factory(device=..., **kwargs)`` (plus ``variant=`` for families);
+    ``info`` is what :func:`describe_encoders` reports.
     """
 
     def deco(fn: ImageFactory) -> ImageFactory:
         _IMAGE_ENCODERS[name] = fn
+        if info is not None:
+            _INFO["image", name] = info
         return fn
 
     return deco
 
 
-def register_text_encoder(name: str) -> Callable[[TextFactory], TextFactory]:
+def register_text_encoder(
+    name: str, info: EncoderInfo | None = None
+) -> Callable[[TextFactory], TextFactory]:
     """Decorator registering a text-encoder factory under ``name`` (``"family:*"`` for families)."""
 
     def deco(fn: TextFactory) -> TextFactory:
         _TEXT_ENCODERS[name] = fn
+        if info is not None:
+            _INFO["text", name] = info
         return fn
 
     return deco
+
+
+def set_encoder_info(modality: str, name: str, info: EncoderInfo) -> None:
+    """Attach :class:`EncoderInfo` to an encoder registered without it."""
+    _INFO[modality, name] = info
+
+
+def describe_encoders(pattern: str = "*") -> dict[str, list[tuple[str, EncoderInfo]]]:
+    """Registered encoders matching ``pattern`` with their :class:`EncoderInfo`, by modality.
+
+    ``runtime="auto"`` is resolved to ``"onnx"`` where ONNX Runtime is installed, else
+    ``"torch"`` (for the CPU; on a GPU the CUDA execution provider decides).
+    """
+    from xmodal.encoders.onnx_runtime import onnx_available
+
+    auto = "onnx" if onnx_available() else "torch"
+    out: dict[str, list[tuple[str, EncoderInfo]]] = {}
+    for modality, names in list_encoders(pattern).items():
+        rows = []
+        for name in names:
+            info = _INFO.get((modality, name), EncoderInfo())
+            if info.runtime == "auto":
+                info = EncoderInfo(info.dim, auto, info.weights)
+            rows.append((name, info))
+        out[modality] = rows
+    return out
 
 
 def _load_builtin() -> None:

@@ -1,12 +1,15 @@
 """Batched image encoding: data-loader workers decode and preprocess while the model runs.
 
-Workers call :func:`xmodal.datasets.images.load_image` (so a bad file is named in the error) and
-the encoder's picklable ``transform``; the main process moves each batch to the encoder's device and
-runs ``forward``. Decoding of batch ``i + 1`` therefore overlaps the forward pass of batch ``i``.
+Workers read each file's bytes once, hash them (:func:`content_digest`, the row's identity in the
+feature cache) and decode those same bytes with :func:`xmodal.datasets.images.load_image` (so a
+bad file is named in the error), then apply the encoder's picklable ``transform``; the main
+process moves each batch to the encoder's device and runs ``forward``. Decoding of batch ``i + 1``
+therefore overlaps the forward pass of batch ``i``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -24,13 +27,24 @@ from xmodal.encoders.base import ImageEncoder
 from xmodal.errors import BadInputError
 
 __all__ = [
+    "DIGEST_SIZE",
     "ImageBatch",
     "ImageFiles",
+    "content_digest",
     "default_num_workers",
     "encode_images",
     "image_loader",
     "iter_image_features",
+    "iter_image_rows",
 ]
+
+#: Bytes of :func:`content_digest` (BLAKE2b-128).
+DIGEST_SIZE = 16
+
+
+def content_digest(data: bytes) -> bytes:
+    """The content hash of an image file's bytes: BLAKE2b with a 16-byte digest."""
+    return hashlib.blake2b(data, digest_size=DIGEST_SIZE).digest()
 
 
 def default_num_workers() -> int:
@@ -42,14 +56,17 @@ class _Loaded(NamedTuple):
     index: int
     tensor: torch.Tensor | None
     error: tuple[str, str] | None  # (path, reason) when the file could not be used
+    digest: bytes = b""
 
 
 class ImageBatch(NamedTuple):
-    """One collated batch: row indices, the stacked tensor, and any unreadable files."""
+    """One collated batch: row indices, the stacked tensor, any unreadable files, and the
+    :func:`content_digest` of each file."""
 
     indices: list[int]
     tensor: torch.Tensor | None
     errors: list[tuple[str, str]]
+    digests: list[bytes]
 
 
 class ImageFiles(TorchDataset):
@@ -69,8 +86,15 @@ class ImageFiles(TorchDataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> _Loaded:
+        path = self.paths[i]
         try:
-            return _Loaded(i, self.transform(load_image(self.paths[i])), None)
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                reason = "image file not found" if not path.exists() else f"unreadable ({e})"
+                raise BadInputError(path, reason) from e
+            image = load_image(path, data=data)
+            return _Loaded(i, self.transform(image), None, content_digest(data))
         except BadInputError as e:
             return _Loaded(i, None, (str(e.path), e.reason))
 
@@ -78,10 +102,11 @@ class ImageFiles(TorchDataset):
 def _collate(items: list[_Loaded]) -> ImageBatch:
     errors = [it.error for it in items if it.error is not None]
     indices = [it.index for it in items]
+    digests = [it.digest for it in items]
     if errors:
-        return ImageBatch(indices, None, errors)
+        return ImageBatch(indices, None, errors, digests)
     # default_collate stacks straight into shared memory inside workers (no extra copy on send).
-    return ImageBatch(indices, default_collate([it.tensor for it in items]), [])
+    return ImageBatch(indices, default_collate([it.tensor for it in items]), [], digests)
 
 
 def image_loader(
@@ -114,6 +139,35 @@ def image_loader(
     )
 
 
+def iter_image_rows(
+    encoder: ImageEncoder,
+    paths: Sequence[str | Path],
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``([b, dim] float32 features, [b, DIGEST_SIZE] uint8 content digests)`` per batch.
+
+    The digests are :func:`content_digest` of the very bytes that were decoded, so a row's
+    features and its digest always describe the same file content.
+
+    Raises:
+        BadInputError: an image is missing, unreadable or too large (the error names the file).
+    """
+    loader = image_loader(encoder, paths, batch_size=batch_size, num_workers=num_workers)
+    with tqdm(total=len(paths), unit="img", desc=desc or encoder.name, disable=not progress) as bar:
+        for batch in loader:
+            if batch.errors:
+                path, reason = batch.errors[0]
+                raise BadInputError(path, reason)
+            assert batch.tensor is not None
+            feats = encoder.forward(batch.tensor)
+            digests = np.frombuffer(b"".join(batch.digests), dtype=np.uint8)
+            yield feats.float().cpu().numpy(), digests.reshape(len(batch.indices), DIGEST_SIZE)
+            bar.update(len(batch.indices))
+
+
 def iter_image_features(
     encoder: ImageEncoder,
     paths: Sequence[str | Path],
@@ -127,16 +181,8 @@ def iter_image_features(
     Raises:
         BadInputError: an image is missing, unreadable or too large (the error names the file).
     """
-    loader = image_loader(encoder, paths, batch_size=batch_size, num_workers=num_workers)
-    with tqdm(total=len(paths), unit="img", desc=desc or encoder.name, disable=not progress) as bar:
-        for batch in loader:
-            if batch.errors:
-                path, reason = batch.errors[0]
-                raise BadInputError(path, reason)
-            assert batch.tensor is not None
-            feats = encoder.forward(batch.tensor)
-            yield feats.float().cpu().numpy()
-            bar.update(len(batch.indices))
+    for feats, _ in iter_image_rows(encoder, paths, batch_size, num_workers, progress, desc):
+        yield feats
 
 
 def encode_images(

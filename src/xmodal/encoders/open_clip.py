@@ -1,10 +1,12 @@
-"""``open_clip:<arch>``: OpenCLIP image and text towers (optional extra ``xmodal[clip]``).
+"""``open_clip:<arch>[:<pretrained-tag>]``: OpenCLIP image and text towers (extra ``xmodal[clip]``).
 
-Weights are only ever read from a local file (``weights=``): the model is built with
-``pretrained=None`` and the file loaded into it with ``strict=True`` through open_clip's own
-checkpoint loader (state dicts, ``{"state_dict": ...}`` wrappers, OpenAI TorchScript archives,
-``.safetensors``). Nothing is downloaded. ``weights=None`` gives random weights with a warning
-(for tests); their cache key is unique per instance, so random features are never reused.
+``open_clip:ViT-B-32:laion2b_s34b_b79k`` names the weights as open_clip does
+(``open_clip.list_pretrained()``): open_clip resolves and fetches the tag itself, following the
+user's Hugging Face settings (a tag missing while ``HF_HUB_OFFLINE`` is set is a clear error
+naming it). ``weights=`` instead loads a local checkpoint into ``open_clip:<arch>`` with
+``strict=True`` through open_clip's own loader (state dicts, ``{"state_dict": ...}`` wrappers,
+OpenAI TorchScript archives, ``.safetensors``). Neither gives random weights with a warning (for
+tests); their cache key is unique per instance, so random features are never reused.
 
 Both towers output L2-normalised ``embed_dim`` vectors. :func:`load_open_clip` builds the two from
 one model; the registry's ``open_clip:*`` names build one tower each.
@@ -15,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from xmodal.encoders.base import (
+    EncoderInfo,
     ImageEncoder,
     TextEncoder,
     check_texts,
@@ -36,13 +38,13 @@ from xmodal.encoders.base import (
     register_text_encoder,
     resolve_device,
 )
+from xmodal.encoders.hub import load_from_hub
 from xmodal.errors import import_extra
 
 __all__ = ["OpenClipImageEncoder", "OpenClipModel", "OpenClipTextEncoder", "load_open_clip"]
 
 
 def _import_open_clip() -> Any:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return import_extra("open_clip", needed_by="open_clip:<arch>")
 
 
@@ -50,8 +52,9 @@ class OpenClipModel:
     """One OpenCLIP model, its inference transform and tokenizer, shared by both towers.
 
     Args:
-        arch: An open_clip architecture name (``open_clip.list_models()``), e.g. ``"ViT-B-32"``.
-        weights: Local checkpoint file; ``None`` means random weights (warns).
+        arch: An open_clip architecture name (``open_clip.list_models()``), e.g. ``"ViT-B-32"``,
+            optionally followed by ``:<pretrained-tag>``.
+        weights: Local checkpoint file (not with a tag); neither means random weights (warns).
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
     """
 
@@ -61,41 +64,62 @@ class OpenClipModel:
         weights: str | Path | None = None,
         device: str | torch.device | None = None,
     ) -> None:
+        arch, _, tag = arch.partition(":")
         open_clip = _import_open_clip()
         if arch not in open_clip.list_models():
             raise ValueError(
                 f"unknown open_clip architecture {arch!r}; see open_clip.list_models()"
             )
-        self.arch = arch
+        if tag and weights is not None:
+            raise ValueError(f"open_clip:{arch}:{tag}: give a pretrained tag or weights=, not both")
+        if tag and tag not in open_clip.list_pretrained_tags_by_model(arch):
+            known = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+            raise ValueError(f"unknown open_clip pretrained tag {tag!r} for {arch}; known: {known}")
+        self.arch = f"{arch}:{tag}" if tag else arch
         self.device = resolve_device(device)
         self.weights = Path(weights) if weights is not None else None
         if self.weights is not None and not self.weights.is_file():
             raise ValueError(f"open_clip:{arch} weights file not found: {self.weights}")
-        # pretrained=None: never resolve a tag (which would download); base towers off likewise.
-        params = inspect.signature(open_clip.create_model_and_transforms).parameters
-        no_base = {
-            k: False
-            for k in ("pretrained_text", "pretrained_hf", "pretrained_image")
-            if k in params
-        }
-        model, _, transform = open_clip.create_model_and_transforms(
-            arch, pretrained=None, **no_base
-        )
-        if self.weights is None:
-            warnings.warn(
-                f"open_clip:{arch} has random weights (weights=None); features are meaningless "
-                "except for tests",
-                stacklevel=3,
+        if tag:  # open_clip resolves and fetches the tag (following the user's HF settings)
+            model, _, transform = load_from_hub(
+                f"open_clip:{self.arch}",
+                tag,
+                lambda t: open_clip.create_model_and_transforms(arch, pretrained=t),
             )
-            weights_id = f"random-{uuid.uuid4().hex[:12]}"
+            found = open_clip.pretrained.download_pretrained(
+                open_clip.get_pretrained_cfg(arch, tag)
+            )
+            weights_id = file_digest(found) if found else f"tag-{tag}"
+            self.weights_source = f"open_clip tag {tag}"
         else:
-            open_clip.load_checkpoint(model, str(self.weights), strict=True)
-            weights_id = file_digest(self.weights)
+            # pretrained=None: never resolve a tag (which would download); base towers off too.
+            params = inspect.signature(open_clip.create_model_and_transforms).parameters
+            no_base = {
+                k: False
+                for k in ("pretrained_text", "pretrained_hf", "pretrained_image")
+                if k in params
+            }
+            model, _, transform = open_clip.create_model_and_transforms(
+                arch, pretrained=None, **no_base
+            )
+            if self.weights is None:
+                warnings.warn(
+                    f"open_clip:{arch} has random weights (weights=None); features are "
+                    "meaningless except for tests",
+                    stacklevel=3,
+                )
+                weights_id = f"random-{uuid.uuid4().hex[:12]}"
+                self.weights_source = "random"
+            else:
+                open_clip.load_checkpoint(model, str(self.weights), strict=True)
+                weights_id = file_digest(self.weights)
+                self.weights_source = f"local file {self.weights}"
         model.eval().requires_grad_(False)
         self.model = model.to(self.device)
         self.transform: Callable[[Image.Image], torch.Tensor] = transform
         self.tokenizer = open_clip.get_tokenizer(arch)
         config = open_clip.get_model_config(arch) or {}
+        arch = self.arch
         self.dim = int(config.get("embed_dim") or self._probe_dim())
         pp = json.dumps(
             getattr(model.visual, "preprocess_cfg", repr(transform)), sort_keys=True, default=str
@@ -116,6 +140,7 @@ class OpenClipImageEncoder(ImageEncoder):
         self.name = f"open_clip:{clip.arch}"
         self.dim = clip.dim
         self.device = clip.device
+        self.weights_source = clip.weights_source
 
     @property
     def key(self) -> str:
@@ -146,6 +171,7 @@ class OpenClipTextEncoder(TextEncoder):
         self.name = f"open_clip:{clip.arch}"
         self.dim = clip.dim
         self.device = clip.device
+        self.weights_source = clip.weights_source
 
     @property
     def key(self) -> str:
@@ -179,14 +205,17 @@ def load_open_clip(
     return OpenClipImageEncoder(clip), OpenClipTextEncoder(clip)
 
 
-@register_image_encoder("open_clip:*")
+_INFO = EncoderInfo("the arch's embed_dim", "torch", "open_clip pretrained tag or local file")
+
+
+@register_image_encoder("open_clip:*", _INFO)
 def _open_clip_image(
     variant: str, device: str | torch.device | None = None, weights: str | Path | None = None
 ) -> OpenClipImageEncoder:
     return OpenClipImageEncoder(OpenClipModel(variant, weights=weights, device=device))
 
 
-@register_text_encoder("open_clip:*")
+@register_text_encoder("open_clip:*", _INFO)
 def _open_clip_text(
     variant: str, device: str | torch.device | None = None, weights: str | Path | None = None
 ) -> OpenClipTextEncoder:

@@ -2,7 +2,8 @@
 
 Feature-only collections (MIRFlickr-25K / NUS-WIDE ``.mat``/``.h5``) carry ``image_features`` and
 ``text_features``; a ``.npy`` file given as ``path=`` works for any dataset with matching rows.
-These encoders cannot encode new inputs: :meth:`features` hands the rows over, and the feature
+These encoders cannot encode new inputs (``can_encode`` is ``False``; callers ask first, and the
+encoding methods raise ``ValueError``): :meth:`features` hands the rows over, and the feature
 cache passes them through untouched.
 """
 
@@ -17,6 +18,7 @@ import torch
 from PIL import Image
 
 from xmodal.encoders.base import (
+    EncoderInfo,
     ImageEncoder,
     TextEncoder,
     file_digest,
@@ -63,6 +65,25 @@ class _Precomputed:
         self._array = load_feature_file(self.path) if self.path is not None else None
         #: Feature size; 0 until known (dataset features are only seen in ``features``).
         self.dim = int(self._array.shape[1]) if self._array is not None else 0
+
+    runtime = "none"
+
+    @property
+    def weights_source(self) -> str:  # type: ignore[override]
+        """``"dataset"`` (the dataset's own arrays) or the ``.npy`` file."""
+        return "dataset" if self.path is None else f"file {self.path}"
+
+    @property
+    def can_encode(self) -> bool:
+        """Always ``False``: these are rows, not a model."""
+        return False
+
+    def _refuse(self) -> ValueError:
+        noun = "images" if self.modality == "image" else "texts"
+        return ValueError(
+            f"precomputed {self.modality} features cannot encode new {noun}; "
+            f"use a real {self.modality} encoder"
+        )
 
     @property
     def key(self) -> str:
@@ -121,16 +142,12 @@ class PrecomputedImageEncoder(_Precomputed, ImageEncoder):
         self._init(path)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """Not available: precomputed features have no image model."""
-        raise TypeError(
-            "precomputed image features cannot encode new images; use a real image encoder"
-        )
+        """Not available (``can_encode`` is ``False``): raises ``ValueError``."""
+        raise self._refuse()
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Not available: precomputed features have no image model."""
-        raise TypeError(
-            "precomputed image features cannot encode new images; use a real image encoder"
-        )
+        """Not available (``can_encode`` is ``False``): raises ``ValueError``."""
+        raise self._refuse()
 
 
 class PrecomputedTextEncoder(_Precomputed, TextEncoder):
@@ -147,20 +164,21 @@ class PrecomputedTextEncoder(_Precomputed, TextEncoder):
     def encode(
         self, texts: Sequence[str], batch_size: int = 256, progress: bool = True
     ) -> np.ndarray:
-        """Not available: precomputed features have no text model."""
-        raise TypeError(
-            "precomputed text features cannot encode new texts; use a real text encoder"
-        )
+        """Not available (``can_encode`` is ``False``): raises ``ValueError``."""
+        raise self._refuse()
 
 
-@register_image_encoder("precomputed")
+_INFO = EncoderInfo("the rows'", "none", "the dataset's own features or a .npy file")
+
+
+@register_image_encoder("precomputed", _INFO)
 def _precomputed_image(
     device: str | torch.device | None = None, path: str | Path | None = None
 ) -> PrecomputedImageEncoder:
     return PrecomputedImageEncoder(path=path, device=device)
 
 
-@register_text_encoder("precomputed")
+@register_text_encoder("precomputed", _INFO)
 def _precomputed_text(
     device: str | torch.device | None = None, path: str | Path | None = None
 ) -> PrecomputedTextEncoder:

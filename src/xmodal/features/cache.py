@@ -8,8 +8,11 @@ Layout under ``root``::
         <modality>-<encoder key slug>-<hash>.partial.npy    # while encoding (resumable)
         <modality>-<encoder key slug>-<hash>.progress.json  # rows committed so far
         <modality>-<encoder key slug>-<hash>.lock
+        image-<encoder key slug>-<hash>.digests.npy         # [rows, 16] uint8 content digests
 
-An entry is valid only when its manifest exists and agrees with the ``.npy`` header. Encoding
+An entry is valid only when its manifest exists and agrees with the ``.npy`` header. Image rows
+are also keyed by their file's content (:mod:`xmodal.features.content`): a row whose image bytes
+changed since it was encoded is encoded again before the entry is handed out. Encoding
 commits every ``chunk_size`` rows; a run that is killed resumes from the last committed chunk.
 Precomputed features (``.mat``/``.h5`` datasets, ``precomputed`` encoders) pass through untouched.
 """
@@ -18,8 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -30,13 +33,19 @@ from tqdm.auto import tqdm
 
 from xmodal.datasets.record import Dataset
 from xmodal.encoders.base import ImageEncoder, TextEncoder, get_image_encoder, get_text_encoder
-from xmodal.encoders.batching import iter_image_features
-from xmodal.encoders.precomputed import PrecomputedImageEncoder, PrecomputedTextEncoder
+from xmodal.encoders.batching import DIGEST_SIZE, iter_image_rows
 from xmodal.errors import BadInputError
+from xmodal.features.content import (
+    digests_path,
+    file_digests,
+    migrate_digests,
+    read_digests,
+    write_digests,
+)
 from xmodal.features.manifest import FORMAT, Manifest, read_manifest, write_manifest
 from xmodal.features.resumable import PartialArray
 from xmodal.features.rows import image_paths, text_rows
-from xmodal.io import exclusive_lock
+from xmodal.io import atomic_write, default_cache_dir, exclusive_lock
 
 __all__ = [
     "FeatureCache",
@@ -58,11 +67,6 @@ def entry_stem(encoder_key: str, modality: str) -> str:
     """File stem of a cache entry: readable slug of the key plus a hash of the full key."""
     digest = hashlib.sha256(f"{FORMAT}|{modality}|{encoder_key}".encode()).hexdigest()[:10]
     return f"{modality}-{_slug(encoder_key)}-{digest}"
-
-
-def default_cache_dir() -> Path:
-    """``$XMODAL_CACHE``, else ``~/.cache/xmodal``."""
-    return Path(os.environ.get("XMODAL_CACHE", Path.home() / ".cache" / "xmodal"))
 
 
 class FeatureCache:
@@ -100,11 +104,38 @@ class FeatureCache:
     def get(
         self, dataset: Dataset, encoder_key: str, modality: Modality, fingerprint: str | None = None
     ) -> np.ndarray | None:
-        """The cached array (read-only memory map), or ``None`` when absent or not valid."""
+        """The cached array (read-only memory map), or ``None`` when absent or not valid.
+
+        An image entry is valid only while every row's image file has the content it was
+        encoded from (see :meth:`stale_rows`).
+        """
         fp = fingerprint or dataset.fingerprint()
         npy = self.path(dataset, encoder_key, modality, fp)
         manifest = self._valid_manifest(npy, encoder_key, modality, fp)
-        return None if manifest is None else np.load(npy, mmap_mode="r")
+        if manifest is None or self.stale_rows(dataset, npy, manifest, modality).size:
+            return None
+        return np.load(npy, mmap_mode="r")
+
+    def stale_rows(
+        self, dataset: Dataset, npy: Path, manifest: Manifest, modality: Modality
+    ) -> np.ndarray:
+        """Rows of a valid entry whose image file's content differs from the one encoded.
+
+        Hashes every image file (no decoding). Text rows are covered by the dataset fingerprint
+        (it hashes the captions), so a text entry has no stale rows. An entry written before row
+        digests existed is migrated once (:func:`~xmodal.features.content.migrate_digests`), or,
+        when its files were modified after it was written, is stale as a whole.
+        """
+        if modality != "image":
+            return np.zeros(0, dtype=np.int64)
+        paths = image_paths(dataset)
+        current = file_digests(paths)
+        recorded = read_digests(npy, manifest.rows)
+        if recorded is None:
+            recorded = migrate_digests(npy, manifest, paths, current)
+            if recorded is None:
+                return np.arange(manifest.rows, dtype=np.int64)
+        return np.flatnonzero((recorded != current).any(axis=1))
 
     def manifest(
         self, dataset: Dataset, encoder_key: str, modality: Modality, fingerprint: str | None = None
@@ -194,8 +225,11 @@ class FeatureCache:
         if isinstance(encoder, str):
             build = get_image_encoder if modality == "image" else get_text_encoder
             encoder = build(encoder, device=device)
-        if isinstance(encoder, PrecomputedImageEncoder | PrecomputedTextEncoder):
-            return encoder.features(dataset)
+        if not encoder.can_encode:  # precomputed rows: handed over, not cached
+            rows = getattr(encoder, "features", None)
+            if rows is None:
+                raise ValueError(f"{modality} encoder {encoder.name!r} cannot encode {modality}s")
+            return rows(dataset)
         if modality == "image" and not isinstance(encoder, ImageEncoder):
             raise ValueError(f"image_encoder must be an ImageEncoder, got {type(encoder).__name__}")
         if modality == "text" and not isinstance(encoder, TextEncoder):
@@ -211,14 +245,23 @@ class FeatureCache:
 
         fingerprint = dataset.fingerprint()
         npy = self.path(dataset, encoder.key, modality, fingerprint)
-        cached = self.get(dataset, encoder.key, modality, fingerprint)
-        if cached is not None:
-            return cached
+        if self.get(dataset, encoder.key, modality, fingerprint) is not None:
+            return np.load(npy, mmap_mode="r")
         npy.parent.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(npy.with_suffix(".lock")):
-            cached = self.get(dataset, encoder.key, modality, fingerprint)  # filled meanwhile?
-            if cached is not None:
-                return cached
+            manifest = self._valid_manifest(npy, encoder.key, modality, fingerprint)
+            stale = (
+                None if manifest is None else self.stale_rows(dataset, npy, manifest, modality)
+            )
+            if stale is not None and stale.size == 0:  # filled meanwhile
+                return np.load(npy, mmap_mode="r")
+            if stale is not None and stale.size < len(dataset):
+                assert isinstance(encoder, ImageEncoder) and manifest is not None
+                self._update_rows(
+                    dataset, encoder, npy, manifest, stale,
+                    batch_size=batch_size, num_workers=num_workers, progress=progress,
+                )  # fmt: skip
+                return np.load(npy, mmap_mode="r")
             self._encode(
                 dataset,
                 encoder,
@@ -252,19 +295,28 @@ class FeatureCache:
             inputs = text_rows(dataset)[0]
         identity = {"encoder": encoder.key, "dataset_fingerprint": fingerprint, "format": FORMAT}
         out = PartialArray(npy, rows=len(inputs), dim=encoder.dim, identity=identity)
+        digests = None
+        if isinstance(encoder, ImageEncoder):
+            digests = PartialArray(
+                digests_path(npy), len(inputs), DIGEST_SIZE, identity, dtype="uint8"
+            )
+            out.rewind(min(out.resumed_from, digests.resumed_from))
+            digests.rewind(out.resumed_from)
         if out.resumed_from:
             _log.info("%s: resuming at row %d of %d", npy.name, out.resumed_from, len(inputs))
         desc = f"{encoder.name} ({dataset.name}, {modality})"
         if out.resumed_from:
             desc += f", resumed at {out.resumed_from}"
         remaining = inputs[out.resumed_from :]
-        if isinstance(encoder, ImageEncoder):
-            blocks = iter_image_features(
+        if digests is not None:
+            blocks = iter_image_rows(
                 encoder, remaining, batch_size, num_workers, progress=progress, desc=desc
             )
-            for block in blocks:
+            for block, block_digests in blocks:
                 out.write(block)
+                digests.write(block_digests)
                 if out.uncommitted >= chunk_size:
+                    digests.commit()  # first: committed feature rows always have digests
                     out.commit()
         else:
             bar = tqdm(
@@ -280,10 +332,59 @@ class FeatureCache:
                     out.write(encoder.encode(chunk, batch_size=batch_size, progress=False))
                     out.commit()
                     bar.update(len(chunk))
+        if digests is not None:
+            digests.finish()
         out.finish()
         write_manifest(
             npy, encoder, modality, dataset, fingerprint, len(inputs), encoder.dim,
             time.perf_counter() - start_time, out.resumed_from,
+        )  # fmt: skip
+
+
+    def _update_rows(
+        self,
+        dataset: Dataset,
+        encoder: ImageEncoder,
+        npy: Path,
+        manifest: Manifest,
+        rows: np.ndarray,
+        *,
+        batch_size: int,
+        num_workers: int | None,
+        progress: bool,
+    ) -> None:
+        """Encode ``rows`` again (their images changed) into a copy of the entry, then swap it in.
+
+        The new array, then its digests, then the manifest are each replaced atomically; a crash
+        between them leaves rows that are found stale (and encoded again) on next use, never
+        stale rows handed out.
+        """
+        start_time = time.perf_counter()
+        paths = image_paths(dataset)
+        recorded = read_digests(npy, manifest.rows)
+        digests = np.zeros((manifest.rows, DIGEST_SIZE), np.uint8) if recorded is None else recorded
+        _log.info("%s: encoding %d changed image(s) again", npy.name, len(rows))
+        desc = f"{encoder.name} ({dataset.name}, {len(rows)} changed images)"
+        blocks = iter_image_rows(
+            encoder, [paths[i] for i in rows], batch_size, num_workers, progress=progress, desc=desc
+        )
+
+        def write(tmp: Path) -> None:
+            shutil.copyfile(npy, tmp)
+            arr = np.lib.format.open_memmap(tmp, mode="r+")
+            done = 0
+            for block, block_digests in blocks:
+                idx = rows[done : done + len(block)]
+                arr[idx], digests[idx] = block, block_digests
+                done += len(block)
+            arr.flush()
+            del arr
+
+        atomic_write(npy, write)
+        write_digests(npy, digests)
+        write_manifest(
+            npy, encoder, "image", dataset, manifest.dataset_fingerprint, manifest.rows,
+            manifest.dim, time.perf_counter() - start_time,
         )  # fmt: skip
 
 

@@ -89,6 +89,16 @@ class PartialArray:
     def _write_progress(self, rows_done: int) -> None:
         write_json_atomic(self.progress, {"identity": self.identity, "rows_done": rows_done})
 
+    def rewind(self, rows: int) -> None:
+        """Resume from ``rows`` (at most the committed rows) instead: later rows are rewritten.
+
+        Two arrays filled side by side (features and their digests) resume from the smaller of
+        their committed counts.
+        """
+        if not 0 <= rows <= self.committed:
+            raise ValueError(f"cannot rewind to row {rows}: {self.committed} committed")
+        self.done = self.committed = self.resumed_from = rows
+
     @property
     def uncommitted(self) -> int:
         """Rows written since the last :meth:`commit`."""

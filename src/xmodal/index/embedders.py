@@ -126,11 +126,10 @@ def _is_image(q: Any) -> bool:
 def _encode_images(encoder: ImageEncoder, images: Sequence[ImageQuery]) -> np.ndarray:
     from xmodal.datasets.images import load_image
 
+    if not encoder.can_encode:
+        raise ValueError(f"this index's image encoder {encoder.name!r} cannot encode new images")
     pil = [im if isinstance(im, Image.Image) else load_image(Path(im)) for im in images]
-    try:
-        return encoder.encode(pil)
-    except TypeError as e:  # precomputed features cannot encode new inputs
-        raise ValueError(f"this index's image encoder cannot encode new images ({e})") from e
+    return encoder.encode(pil)
 
 
 class IndexModel(ABC):
@@ -276,10 +275,10 @@ class RunModel(IndexModel):
         )
 
     def _embed_texts(self, texts: list[str]) -> Embedded:
-        try:
-            features = self.run.text_encoder.encode(texts, progress=False)
-        except TypeError as e:
-            raise ValueError(f"this index's text encoder cannot encode new texts ({e})") from e
+        encoder = self.run.text_encoder
+        if not encoder.can_encode:
+            raise ValueError(f"this index's text encoder {encoder.name!r} cannot encode new texts")
+        features = encoder.encode(texts, progress=False)
         return self._embed(features, "text")
 
     def _embed_images(self, images: list[ImageQuery]) -> Embedded:
