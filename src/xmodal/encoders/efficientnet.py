@@ -18,6 +18,7 @@ import copy
 import importlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,7 +72,7 @@ def default_weights_path(variant: str = "efficientnet-lite0") -> Path:
 class _Pooled(torch.nn.Module):
     """uint8-valued ``[B, 3, H, W]`` float input -> normalised -> pooled features (for export)."""
 
-    def __init__(self, model: torch.nn.Module, mean: float, std: float) -> None:
+    def __init__(self, model: Any, mean: float, std: float) -> None:
         super().__init__()
         self.model, self.mean, self.std = model, mean, std
 

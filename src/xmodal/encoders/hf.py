@@ -100,7 +100,7 @@ class HFDualModel:
         pp = json.dumps(self.image_processor.to_dict(), sort_keys=True, default=str)
         tok = f"max{self.max_tokens}-{'padmax' if self.pad_to_max else 'pad'}"
         self.key = (
-            f"{self.name}@{model_revision(model_id, model.config)}"
+            f"{self.name}@{model_revision(model_id)}"
             f"/pp-{hashlib.sha256(pp.encode()).hexdigest()[:8]}-{tok}-l2-v{PREPROCESS_VERSION}"
         )
         self.weights_source = f"local folder {model_id}" if is_local(model_id) else f"HF hub {model_id}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from xmodal.encoders.base import file_digest
 
@@ -69,20 +69,37 @@ def load_from_hub(name: str, model_id: str, load: Callable[[str], T]) -> T:
         raise
 
 
-def model_revision(model_id: str, config: Any = None, weights: str | Path | None = None) -> str:
-    """A short identity of the loaded weights, for cache keys.
+def _snapshot_folder(model_id: str) -> Path | None:
+    """The local folder of ``model_id``: itself, or its hub snapshot in the HF cache."""
+    if is_local(model_id):
+        return Path(model_id).expanduser()
+    from huggingface_hub import try_to_load_from_cache
 
-    The hub commit (``config._commit_hash``, set by transformers for hub ids) when known, else the
-    digest of the weights file (``weights``, or the first of ``model.safetensors`` /
-    ``pytorch_model.bin`` in a local folder), else ``"local"``.
+    for name in ("config.json", "modules.json", "open_clip_config.json"):
+        found = try_to_load_from_cache(model_id, name)
+        if isinstance(found, str):
+            return Path(found).parent
+    return None
+
+
+def model_revision(model_id: str, weights: str | Path | None = None) -> str:
+    """A short identity of a model's weights, for cache keys.
+
+    The digest of ``weights`` when given, else of the first weights file (``model.safetensors``,
+    ``pytorch_model.bin``, ...) in the model's folder (a local folder, or the hub snapshot the
+    loader used, from the HF cache), else the snapshot's revision, else ``"unknown"``.
     """
-    commit = getattr(config, "_commit_hash", None)
-    if commit:
-        return str(commit)[:12]
     if weights is not None and Path(weights).is_file():
         return file_digest(weights)
-    folder = Path(model_id).expanduser()
-    for f in ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors"):
-        if (folder / f).is_file():
-            return file_digest(folder / f)
-    return "local"
+    folder = _snapshot_folder(model_id)
+    if folder is None:
+        return "unknown"
+    for name in (
+        "model.safetensors",
+        "pytorch_model.bin",
+        "open_clip_model.safetensors",
+        "model.safetensors.index.json",
+    ):
+        if (folder / name).is_file():
+            return file_digest(folder / name)
+    return folder.name[:12]

@@ -62,16 +62,12 @@ class _Precomputed:
 
     def _init(self, path: str | Path | None) -> None:
         self.path = Path(path) if path is not None else None
+        self.weights_source = "dataset" if self.path is None else f"file {self.path}"
         self._array = load_feature_file(self.path) if self.path is not None else None
         #: Feature size; 0 until known (dataset features are only seen in ``features``).
         self.dim = int(self._array.shape[1]) if self._array is not None else 0
 
     runtime = "none"
-
-    @property
-    def weights_source(self) -> str:  # type: ignore[override]
-        """``"dataset"`` (the dataset's own arrays) or the ``.npy`` file."""
-        return "dataset" if self.path is None else f"file {self.path}"
 
     @property
     def can_encode(self) -> bool:

@@ -21,7 +21,6 @@ from xmodal.encoders.base import (
     EncoderInfo,
     TextEncoder,
     check_texts,
-    file_digest,
     register_text_encoder,
     resolve_device,
 )
@@ -72,11 +71,12 @@ class SentenceTransformerEncoder(TextEncoder):
         if not hasattr(self, "name"):
             self.name = f"sentence-transformers:{model_id}"
         self.device = resolve_device(device)
-        extra = {"local_files_only": True} if local_files_only else {}
         model = load_from_hub(
             self.name,
             model_id,
-            lambda m: SentenceTransformer(m, device=str(self.device), **extra),
+            lambda m: SentenceTransformer(
+                m, device=str(self.device), local_files_only=local_files_only
+            ),
         )
         if max_seq_length is not None:
             model.max_seq_length = int(max_seq_length)
@@ -86,17 +86,14 @@ class SentenceTransformerEncoder(TextEncoder):
             getattr(model, "get_embedding_dimension", None)
             or model.get_sentence_embedding_dimension
         )
-        self.dim = int(get_dim())
+        dim = get_dim()
+        if dim is None:
+            raise ValueError(f"{self.name}: the model does not say its embedding size")
+        self.dim = int(dim)
         self.weights_source = (
             f"local folder {model_id}" if is_local(model_id) else f"HF hub {model_id}"
         )
-        first = model[0]
-        config = getattr(getattr(first, "auto_model", None), "config", None)
-        revision = (
-            file_digest(weights_file(Path(model_id)))
-            if is_local(model_id)
-            else model_revision(model_id, config)
-        )
+        revision = model_revision(model_id)
         self._key = f"{self.name}@{revision}/max{model.max_seq_length}-l2-v{PREPROCESS_VERSION}"
 
     @property

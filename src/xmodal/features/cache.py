@@ -308,7 +308,8 @@ class FeatureCache:
         if out.resumed_from:
             desc += f", resumed at {out.resumed_from}"
         remaining = inputs[out.resumed_from :]
-        if digests is not None:
+        if isinstance(encoder, ImageEncoder):
+            assert digests is not None
             blocks = iter_image_rows(
                 encoder, remaining, batch_size, num_workers, progress=progress, desc=desc
             )

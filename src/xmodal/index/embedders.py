@@ -36,9 +36,9 @@ from xmodal.encoders.base import (
     TextEncoder,
     file_digest,
     get_image_encoder,
-    get_text_encoder,
     resolve_device,
 )
+from xmodal.encoders.dual import load_dual_encoder
 from xmodal.index.manifest import IndexFormatError
 
 __all__ = [
@@ -357,23 +357,9 @@ class DualEncoderModel(IndexModel):
                     f"{digest} vs {expect['weights_digest']}); rebuild the index",
                 )
         dev = resolve_device(device)
-        kwargs = {"weights": str(self.weights)} if self.weights is not None else {}
         self.image_encoder: ImageEncoder
         self.text_encoder: TextEncoder
-        if encoder.startswith("open_clip:"):
-            from xmodal.encoders.open_clip import load_open_clip
-
-            self.image_encoder, self.text_encoder = load_open_clip(
-                encoder.partition(":")[2], self.weights, dev
-            )
-        else:
-            self.image_encoder = get_image_encoder(encoder, device=dev, **kwargs)
-            self.text_encoder = get_text_encoder(encoder, device=dev, **kwargs)
-        if self.image_encoder.dim != self.text_encoder.dim:
-            raise ValueError(
-                f"{encoder} is not a dual encoder: image features have {self.image_encoder.dim} "
-                f"dimensions, text features {self.text_encoder.dim}"
-            )
+        self.image_encoder, self.text_encoder = load_dual_encoder(encoder, self.weights, dev)
         for field, enc in (
             ("image_encoder_key", self.image_encoder),
             ("text_encoder_key", self.text_encoder),
