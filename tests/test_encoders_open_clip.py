@@ -10,7 +10,12 @@ import torch
 from PIL import Image
 
 open_clip = pytest.importorskip(
-    "open_clip", reason="open_clip is an optional extra: pip install 'xmodal[clip]'"
+    "open_clip",
+    reason=(
+        "open_clip is an optional extra (pip install 'xmodal[clip]'); it needs torchvision, and "
+        "PyPI's torchvision does not load beside the CPU torch 2.13.0 used here "
+        "(operator torchvision::nms does not exist)"
+    ),
 )
 
 from conftest import TINY_CLIP as ARCH  # noqa: E402

@@ -9,7 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-timm = pytest.importorskip("timm", reason="timm is an optional extra: pip install 'xmodal[clip]'")
+timm = pytest.importorskip(
+    "timm",
+    reason=(
+        "timm is an optional extra (pip install 'xmodal[clip]'); `import timm` needs torchvision, "
+        "and PyPI's torchvision does not load beside the CPU torch 2.13.0 used here "
+        "(operator torchvision::nms does not exist)"
+    ),
+)
 
 from conftest import noise_picture  # noqa: E402
 

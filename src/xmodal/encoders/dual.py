@@ -22,6 +22,8 @@ def load_dual_encoder(
     Raises:
         ValueError: the two towers' features differ in size (not a dual encoder).
     """
+    image: ImageEncoder
+    text: TextEncoder
     if name.startswith("hf:"):
         if weights is not None:
             raise ValueError(f"{name}: weights= is not used by hf: models (name a folder instead)")
