@@ -158,7 +158,12 @@ def tiny_clip_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Register the :data:`TINY_CLIP` architecture and save one random model's weights (seed 0);
     skips without open_clip."""
     open_clip = pytest.importorskip(
-        "open_clip", reason="open_clip is an optional extra: pip install 'xmodal[clip]'"
+        "open_clip",
+        reason=(
+            "open_clip is an optional extra (pip install 'xmodal[clip]'); it needs torchvision, "
+            "and PyPI's torchvision does not load beside the CPU torch 2.13.0 used here "
+            "(operator torchvision::nms does not exist)"
+        ),
     )
     folder = tmp_path_factory.mktemp("open_clip")
     (folder / f"{TINY_CLIP}.json").write_text(json.dumps(TINY_CLIP_CONFIG))
