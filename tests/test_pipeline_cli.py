@@ -124,3 +124,31 @@ def test_demo_shows_the_method_with_the_better_validation_map(
     with run_searcher(out / shown["winner"], emoji_slice) as searcher:
         expected = {q: searcher.text_to_image(q, k=6) for q in xmodal.demo.DEMO_QUERIES}
     assert shown["searches"] == expected
+
+
+@pytest.mark.slow
+def test_cli_train_from_a_preset_file_with_trainer_options(
+    emoji_slice: Path, cache: Path, tmp_path: Path
+) -> None:
+    preset = tmp_path / "small-vse.json"
+    preset.write_text(json.dumps({
+        "description": "a small vse", "method": "vse",
+        "method_options": {"embed_dim": 32, "margin": 0.3}, "train_options": {"patience": 1, "epochs": 9},
+    }))  # fmt: skip
+    run = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        ["train", "--data", str(emoji_slice), "--out", str(run), "--preset", str(preset),
+         "-o", "margin=0.25", "-t", "weight_decay=0", "-t", "grad_clip=none", "--epochs", "2",
+         "--split", "random:0.6,0.2,0.2", "--cache-dir", str(cache), "--device", "cpu"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["method"] == "vse" and config["preset"] == str(preset)
+    assert config["method_options"]["embed_dim"] == 32
+    assert config["method_options"]["margin"] == 0.25  # -o beats the preset
+    train = config["train"]
+    assert (train["patience"], train["weight_decay"], train["grad_clip"]) == (1, 0.0, None)
+    assert train["epochs"] == 2  # --epochs beats the preset
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert len(history) == 2

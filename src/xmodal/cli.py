@@ -93,16 +93,15 @@ def _main(
     ctx.meta["xmodal.debug"] = debug
 
 
-def _parse_options(pairs: list[str] | None) -> dict[str, Any]:
-    options: dict[str, Any] = {}
+def _parse_options(pairs: list[str] | None, flag: str = "--option") -> dict[str, str]:
+    """``KEY=VALUE`` pairs as strings; the config's field types coerce them
+    (:func:`xmodal.options.build_config`)."""
+    options: dict[str, str] = {}
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--option")
-        try:
-            options[key.replace("-", "_")] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key.replace("-", "_")] = raw
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=flag)
+        options[key.strip().replace("-", "_")] = raw
     return options
 
 
@@ -168,8 +167,26 @@ def train(
     ],
     out: Annotated[Path, typer.Option(help="Run directory to write.")],
     method: Annotated[
-        str, typer.Option(help="Training objective, e.g. infonce, vse, cca, cusa(infonce).")
-    ] = "infonce",
+        str | None,
+        typer.Option(
+            help="Training objective, e.g. infonce, vse, cca, cusa(infonce) "
+            "[default: the preset's, else infonce]."
+        ),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="Start from a named preset (xmodal list presets) or a preset JSON file; "
+            "explicit options override it."
+        ),
+    ] = None,
+    target: Annotated[
+        Path | None,
+        typer.Option(
+            help="aeir: dataset of the target domain; its pairing is ignored (its images and "
+            "captions are two unpaired pools)."
+        ),
+    ] = None,
     image_encoder: Annotated[
         str | None,
         typer.Option(help="Registered image encoder [default: efficientnet-lite0, or what image_tower reads]."),
@@ -178,10 +195,10 @@ def train(
         str | None,
         typer.Option(help="Registered text encoder [default: minilm, or what text_tower reads]."),
     ] = None,
-    epochs: Annotated[int, typer.Option(min=0)] = 30,
-    seed: Annotated[int, typer.Option()] = 0,
-    batch_size: Annotated[int, typer.Option(min=2)] = 128,
-    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    epochs: Annotated[int | None, typer.Option(min=0, help="[default: 30]")] = None,
+    seed: Annotated[int | None, typer.Option(help="[default: 0]")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=2, help="[default: 128]")] = None,
+    lr: Annotated[float | None, typer.Option(min=0.0, help="[default: 0.001]")] = None,
     split: Annotated[
         str, typer.Option(help="sorted:A,B,C | random:A,B,C | karpathy | file:PATH | auto")
     ] = "auto",
@@ -189,7 +206,16 @@ def train(
         list[str] | None,
         typer.Option("--option", "-o", help="Method option KEY=VALUE (repeatable)."),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    train_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--train-option",
+            "-t",
+            help="Trainer option KEY=VALUE (repeatable): patience, weight_decay, warmup_fraction, "
+            "select_metric, grad_clip, epochs, lr, batch_size, seed, …",
+        ),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [default: auto].")] = None,
     on_bad: Annotated[
         str, typer.Option(help="error: stop at bad input; skip: skip and report it.")
     ] = "error",
@@ -201,29 +227,34 @@ def train(
         typer.Option(help="DistributedDataParallel under torchrun; --batch-size is per process."),
     ] = False,
 ) -> None:
-    """Train a method on a dataset; the checkpoint is chosen on the validation split."""
+    """Train a method on a dataset; the checkpoint is chosen on the validation split.
+
+    Option values are typed by the method's and the trainer's config fields (e.g. -o
+    hidden=1024,512, -t grad_clip=none); precedence: typed flags over -t/-o over the preset.
+    """
     from xmodal import pipeline
 
+    typed = {"epochs": epochs, "seed": seed, "batch_size": batch_size, "lr": lr, "device": device}
+    train_options = {
+        **_parse_options(train_option, "--train-option"),
+        **{k: v for k, v in typed.items() if v is not None},
+    }
     try:
         run_train = pipeline.train
         if ddp:
             from xmodal.pipeline import train_ddp as run_train  # type: ignore[assignment]
         metrics = run_train(
-            data, out, method,
+            data, out, method, preset=preset, target=target,
             image_encoder=image_encoder, text_encoder=text_encoder, split=split,
-            method_options=_parse_options(option),
-            train_options={"epochs": epochs, "seed": seed, "batch_size": batch_size, "lr": lr, "device": device},
+            method_options=_parse_options(option), train_options=train_options,
             cache_dir=cache_dir, on_bad=on_bad,
         )  # fmt: skip
     except (XmodalError, ValueError, FileNotFoundError) as e:
         _fail(e)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 reports (and writes) the run
-    console.print(
-        _metrics_table(
-            {"validation": metrics["val"]}, f"{method} — selected epoch {metrics['best_epoch']}"
-        )
-    )
+    title = f"{method or preset or 'infonce'} — selected epoch {metrics['best_epoch']}"
+    console.print(_metrics_table({"validation": metrics["val"]}, title))
     console.print(f"run written to [bold]{out}[/]")
 
 
@@ -602,25 +633,47 @@ def demo(
 
 
 @app.command("list")
-def list_registered() -> None:
-    """Registered methods, encoders (dimension, runtime, weights' origin) and index kinds."""
-    from rich.table import Table
+def list_registered(
+    what: Annotated[
+        str, typer.Argument(help="methods, encoders, kinds (index kinds), presets or all.")
+    ] = "all",
+) -> None:
+    """Registered methods, encoders (dimension, runtime, weights' origin), index kinds and
+    presets."""
+    if what not in ("all", "methods", "encoders", "kinds", "presets"):
+        _fail(f"xmodal list takes methods, encoders, kinds, presets or all; got {what!r}")
+    if what in ("all", "methods"):
+        from xmodal.methods import list_methods
 
-    from xmodal.encoders import describe_encoders
-    from xmodal.index.kinds import kind_names
-    from xmodal.methods import list_methods
+        console.print("[bold]methods:[/] " + ", ".join(list_methods()))
+    if what in ("all", "encoders"):
+        from rich.table import Table
 
-    console.print("[bold]methods:[/] " + ", ".join(list_methods()))
-    for modality, rows in describe_encoders().items():
-        table = Table(title=f"{modality} encoders", title_justify="left")
-        table.add_column("name", no_wrap=True)
-        for column in ("dim", "runtime", "weights"):
-            table.add_column(column)
-        for name, info in rows:
-            table.add_row(name, str(info.dim), info.runtime, info.weights)
-        console.print(table)
-    for family in ("float", "binary"):
-        console.print(f"[bold]{family} index kinds:[/] auto, " + ", ".join(kind_names(family)))
+        from xmodal.encoders import describe_encoders
+
+        for modality, rows in describe_encoders().items():
+            table = Table(title=f"{modality} encoders", title_justify="left")
+            table.add_column("name", no_wrap=True)
+            for column in ("dim", "runtime", "weights"):
+                table.add_column(column)
+            for name, info in rows:
+                table.add_row(name, str(info.dim), info.runtime, info.weights)
+            console.print(table)
+    if what in ("all", "kinds"):
+        from xmodal.index.kinds import kind_names
+
+        for family in ("float", "binary"):
+            console.print(f"[bold]{family} index kinds:[/] auto, " + ", ".join(kind_names(family)))
+    if what in ("all", "presets"):
+        from xmodal.training.presets import get_preset, list_presets
+
+        console.print("[bold]presets:[/]")
+        for p in [get_preset(name) for name in list_presets()]:
+            console.print(
+                f"  [bold]{p.name}[/] ({p.method}): {escape(p.description)}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 if __name__ == "__main__":  # pragma: no cover

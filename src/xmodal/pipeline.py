@@ -25,9 +25,13 @@ from xmodal.encoders import get_text_encoder
 from xmodal.encoders.base import resolve_device
 from xmodal.features import default_cache_dir
 from xmodal.methods import build_method
+from xmodal.methods.registry import config_to_dict, method_config, requires_target
+from xmodal.options import build_config
 from xmodal.training import TrainConfig, Trainer, seed_everything
+from xmodal.training.data import UnpairedFeatures
 from xmodal.training.encoded import TEXT_ENCODER_STATE, EncodedDataset, encode_dataset
 from xmodal.training.loaded import LoadedRun
+from xmodal.training.presets import resolve_preset
 from xmodal.training.run import RunConfig, RunWriter, read_run_config, write_metrics
 
 if TYPE_CHECKING:
@@ -72,8 +76,10 @@ def encoder_for_tower(explicit: str | None, tower: str, default: str, modality: 
 def train(
     data: str | Path,
     out: str | Path,
-    method: str = "infonce",
+    method: str | None = None,
     *,
+    preset: str | Path | None = None,
+    target: str | Path | Dataset | None = None,
     image_encoder: str | None = None,
     text_encoder: str | None = None,
     split: str = DEFAULT_SPLIT,
@@ -84,6 +90,16 @@ def train(
     dataset: Dataset | None = None,
 ) -> dict[str, Any]:
     """Train ``method`` on ``data`` and write the run directory ``out``.
+
+    ``method`` defaults to ``infonce``, or to the method of ``preset`` (a name from
+    :func:`xmodal.training.presets.list_presets` or a preset JSON file), whose method and trainer
+    options ``method_options`` and ``train_options`` override key by key. Option values may be
+    strings (as the CLI passes them): they are coerced to the config fields' types.
+
+    ``target`` is a dataset (folder, file or :class:`~xmodal.datasets.Dataset`) of the domain a
+    transfer method (``aeir``) adapts to: its pairing is ignored, its images and captions are
+    two unpaired pools, encoded with the run's encoders. Only methods that train on a target take
+    one, and they need it.
 
     The split is drawn by ``split`` (see :mod:`xmodal.datasets.split_rules`) with the trainer's seed and
     stored in ``out/split.json``; the checkpoint is selected on the validation split. Returns the
@@ -98,14 +114,26 @@ def train(
     history, checkpoints, metrics); the other ranks return the same metrics and write no files
     (the shared feature cache aside).
     """
-    options = dict(method_options or {})
+    method, options, train_values = resolve_preset(preset, method, method_options, train_options)
+    needs_target = requires_target(method)
+    if needs_target and target is None:
+        raise ValueError(
+            f"method {method!r} adapts to an unpaired target domain: give its images and texts "
+            "as a dataset (xmodal train --target DIR, pipeline.train(..., target=DIR))"
+        )
+    if target is not None and not needs_target:
+        raise ValueError(
+            f"method {method!r} does not use unpaired target data; --target/target= is only for "
+            "transfer methods such as aeir"
+        )
     image_encoder = encoder_for_tower(
         image_encoder, options.get("image_tower", "mlp"), DEFAULT_IMAGE_ENCODER, "image"
     )
     text_encoder = encoder_for_tower(
         text_encoder, options.get("text_tower", "mlp"), DEFAULT_TEXT_ENCODER, "text"
     )
-    train_cfg = TrainConfig(**(train_options or {}))
+    method_config(method, options)  # a bad option is an error before any encoding
+    train_cfg = build_config(TrainConfig, train_values, "trainer option")
     out = Path(out)
     ds = dataset if dataset is not None else load_dataset(data, on_bad=on_bad)
     the_split = parse_split(split, ds, seed=train_cfg.seed)
@@ -120,10 +148,15 @@ def train(
         ds, image_encoder, text_enc, cache_dir, str(device), train_cfg.progress
     )
     parts = {name: encoded.paired(ids) for name, ids in asdict(the_split).items() if ids}
+    unpaired = None
+    if target is not None:
+        target_ds = target if isinstance(target, Dataset) else load_dataset(target, on_bad=on_bad)  # type: ignore[arg-type]
+        pools = encode_dataset(
+            target_ds, image_encoder, text_enc, cache_dir, str(device), train_cfg.progress
+        )
+        unpaired = UnpairedFeatures(image=pools.image, text=pools.text)
     seed_everything(train_cfg.seed)  # the heads' initialisation follows the run's seed
     model = build_method(method, encoded.image.shape[1], encoded.text.shape[1], **options)
-    from xmodal.methods.registry import config_to_dict
-
     run = RunConfig(
         method=method,
         method_options={k: v for k, v in config_to_dict(model.config).items() if k != "base"},
@@ -138,6 +171,8 @@ def train(
             "sizes": [len(the_split.train), len(the_split.val), len(the_split.test)],
         },
         skipped=summarize_skipped(ds.skipped),
+        preset=None if preset is None else str(preset),
+        target=None if target is None else str(getattr(target, "root", target)),
     )
     writer = RunWriter(out, run) if world().is_main else None  # rank 0 writes the run
     if writer is not None:
@@ -145,7 +180,9 @@ def train(
         if text_enc.needs_fit:
             text_enc.save(out / TEXT_ENCODER_STATE)  # type: ignore[attr-defined]
     on_epoch = writer.on_epoch if writer is not None else None
-    result = Trainer(model, train_cfg, on_epoch=on_epoch).fit(parts["train"], parts.get("val"))
+    result = Trainer(model, train_cfg, on_epoch=on_epoch).fit(
+        parts["train"], parts.get("val"), unpaired=unpaired
+    )
     metrics: dict[str, Any] = {
         "val": result.best,
         "best_epoch": result.best_epoch,
@@ -235,7 +272,7 @@ def run_config(run_dir: str | Path) -> RunConfig:
     return read_run_config(run_dir)
 
 
-def train_ddp(data: str | Path, out: str | Path, method: str = "infonce", **options: Any) -> Any:
+def train_ddp(data: str | Path, out: str | Path, method: str | None = None, **options: Any) -> Any:
     """:func:`train` in every process of a ``torchrun`` job.
 
     Joins the process group (``nccl`` on GPUs, ``gloo`` on CPUs); every rank trains on its slice

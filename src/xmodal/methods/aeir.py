@@ -192,6 +192,7 @@ class AEIR(WrapperMethod):
 
     name = "aeir"
     Config = AEIRConfig
+    needs_target = True
 
     def __init__(self, config: AEIRConfig, image_dim: int, text_dim: int) -> None:
         super().__init__(config, image_dim, text_dim)

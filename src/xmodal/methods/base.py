@@ -163,6 +163,8 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     trainable: ClassVar[bool] = True
+    #: Whether training needs unpaired target-domain images and texts (``Batch.target_*``).
+    needs_target: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig, image_dim: int, text_dim: int) -> None:
         super().__init__()

@@ -8,10 +8,11 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import re
-import typing
 from typing import Any
 
 from xmodal.methods.base import Method, MethodConfig
+from xmodal.options import build_config
+from xmodal.registry import add_named
 
 __all__ = [
     "build_method",
@@ -19,8 +20,10 @@ __all__ = [
     "config_to_dict",
     "get_method_class",
     "list_methods",
+    "method_config",
     "parse_method_name",
     "register_method",
+    "requires_target",
 ]
 
 _METHODS: dict[str, type[Method]] = {}
@@ -28,11 +31,13 @@ _WRAPPED = re.compile(r"^(?P<outer>[\w-]+)\((?P<inner>[\w()-]+)\)$")
 
 
 def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator adding a method to the registry under ``cls.name``."""
+    """Class decorator adding a method to the registry under ``cls.name``.
+
+    Registering a name that is taken by another class warns and replaces it.
+    """
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
-    _METHODS[cls.name] = cls
-    return cls
+    return add_named(_METHODS, cls.name, cls, "method", lambda c: f"{c.__module__}.{c.__qualname__}")
 
 
 def _load_builtin() -> None:
@@ -65,23 +70,18 @@ def get_method_class(name: str) -> type[Method]:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(_METHODS))}") from None
 
 
-def _coerce(value: Any, annotation: Any) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin is tuple and isinstance(value, list):
-        return tuple(value)
-    return value
+def requires_target(name: str) -> bool:
+    """Whether the method ``name`` (or a method it wraps) trains on an unpaired target domain."""
+    outer, inner = parse_method_name(name)
+    if get_method_class(outer).needs_target:
+        return True
+    return inner is not None and requires_target(inner)
 
 
 def config_from_dict(config_cls: type[MethodConfig], values: dict[str, Any]) -> MethodConfig:
-    """Build a config dataclass, rejecting unknown keys with a message that lists the known ones."""
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {unknown} for {config_cls.__name__}; known: {sorted(fields)}"
-        )
-    hints = typing.get_type_hints(config_cls)
-    return config_cls(**{k: _coerce(v, hints.get(k)) for k, v in values.items()})
+    """Build a config dataclass with typed coercion (:func:`xmodal.options.build_config`):
+    strings become the fields' types; an unknown key is an error naming the closest option."""
+    return build_config(config_cls, values, "option")
 
 
 def config_to_dict(config: MethodConfig) -> dict[str, Any]:
@@ -89,11 +89,19 @@ def config_to_dict(config: MethodConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def build_method(name: str, image_dim: int, text_dim: int, **options: Any) -> Method:
-    """Instantiate the method ``name`` with config ``options`` for the given feature sizes."""
+def method_config(name: str, options: dict[str, Any]) -> MethodConfig:
+    """The config of the method ``name`` (a wrapped name sets ``base``) from typed ``options``.
+
+    Raises:
+        ValueError: unknown method, unknown option, or a value that does not fit its field.
+    """
     cls = get_method_class(name)
     _, inner = parse_method_name(name)
     if inner is not None:
         options = {**options, "base": inner}
-    config = config_from_dict(cls.Config, options)
-    return cls(config, image_dim, text_dim)
+    return config_from_dict(cls.Config, options)
+
+
+def build_method(name: str, image_dim: int, text_dim: int, **options: Any) -> Method:
+    """Instantiate the method ``name`` with config ``options`` for the given feature sizes."""
+    return get_method_class(name)(method_config(name, options), image_dim, text_dim)

@@ -76,6 +76,8 @@ class RunConfig:
     xmodal_version: str = __version__
     #: Bad input skipped while reading the data (``on_bad="skip"``): count, by reason, first few.
     skipped: dict[str, Any] = field(default_factory=dict)
+    preset: str | None = None  # the preset the options started from (they are all recorded)
+    target: str | None = None  # the unpaired target dataset of a transfer method
 
     def train_config(self) -> TrainConfig:
         """The trainer options as a :class:`TrainConfig`."""
