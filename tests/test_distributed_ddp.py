@@ -9,13 +9,10 @@ parameters as one process with ``batch_size`` doubled.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo import run_in_gloo_group
 
 from xmodal.distributed import gather, gather_with_grad, is_distributed, world
 from xmodal.distributed.ddp import shard_slice, wrap_loss
@@ -79,31 +76,24 @@ def _train(name: str, batch_size: int) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in method.state_dict().items()}
 
 
-def _worker(rank: int, size: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
-    try:
-        batch = _global_batch()
-        mine = _half(batch, shard_slice(2 * B, rank, size))
-        result = {}
-        for name in METHODS:
-            loss, grads = _loss_and_grads(name, mine)
-            result[name] = {"loss": loss, "grads": grads, "train": _train(name, batch_size=4)}
-        x = torch.full((2, 3), float(rank + 1), requires_grad=True)
-        y = gather_with_grad(x)
-        (y * torch.arange(1.0, 5.0)[:, None]).sum().backward()
-        result["gather"] = {"y": y.detach(), "grad": x.grad, "idx": gather(torch.tensor([rank]))}
-        result["world"] = (world().rank, world().size, is_distributed())
-        torch.save(result, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _worker(rank: int, size: int) -> dict:
+    batch = _global_batch()
+    mine = _half(batch, shard_slice(2 * B, rank, size))
+    result = {}
+    for name in METHODS:
+        loss, grads = _loss_and_grads(name, mine)
+        result[name] = {"loss": loss, "grads": grads, "train": _train(name, batch_size=4)}
+    x = torch.full((2, 3), float(rank + 1), requires_grad=True)
+    y = gather_with_grad(x)
+    (y * torch.arange(1.0, 5.0)[:, None]).sum().backward()
+    result["gather"] = {"y": y.detach(), "grad": x.grad, "idx": gather(torch.tensor([rank]))}
+    result["world"] = (world().rank, world().size, is_distributed())
+    return result
 
 
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    tmp = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(2, str(tmp / "init"), str(tmp)), nprocs=2, join=True)
-    return [torch.load(tmp / f"rank{r}.pt") for r in range(2)]
+    return run_in_gloo_group(_worker, tmp_path_factory.mktemp("ddp"))
 
 
 pytestmark = pytest.mark.slow

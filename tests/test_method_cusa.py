@@ -117,7 +117,7 @@ def test_csa_and_usa_equal_the_formula_on_the_methods_own_embeddings() -> None:
     torch.manual_seed(0)
     m = build_method("cusa(vse)", 12, 10, **SMALL)
     batch = _batch([0, 1, 2, 3, 4])  # no duplicate image
-    terms = m.soft_label_terms(batch)
+    terms = m.soft_label_terms(m.base(batch), batch)
     with torch.no_grad():
         img, txt = m.base.embed_image(batch.image).numpy(), m.base.embed_text(batch.text).numpy()
         ui = m.embed_image_unimodal(batch.image).numpy()
@@ -132,7 +132,7 @@ def test_csa_and_usa_equal_the_formula_on_the_methods_own_embeddings() -> None:
     assert terms["usa_t2t"].item() == pytest.approx(_kl_reference(ut @ ut.T / 0.45, s_tt), rel=1e-4)
     # without duplicates the published (no dedupe) behaviour is the same
     m.config.dedupe_images = False
-    again = m.soft_label_terms(batch)
+    again = m.soft_label_terms(m.base(batch), batch)
     assert all(torch.allclose(terms[k], again[k]) for k in terms)
 
 
@@ -143,7 +143,7 @@ def test_published_cross_teacher_modes(mode: str) -> None:
     batch = _batch([0, 1, 2, 3])
     batch.image[:, :6] = batch.text[:, :6] = 0.0  # so that some cosines are negative
     batch.image[:, 6:] = batch.image[:, 6:].abs()
-    terms = m.soft_label_terms(batch)
+    terms = m.soft_label_terms(m.base(batch), batch)
     with torch.no_grad():
         img, txt = m.base.embed_image(batch.image).numpy(), m.base.embed_text(batch.text).numpy()
     xi = batch.image.numpy() / np.linalg.norm(batch.image.numpy(), axis=1, keepdims=True)
@@ -162,7 +162,7 @@ def test_duplicate_images_count_once_and_share_teacher_mass() -> None:
     torch.manual_seed(0)
     m = build_method("cusa(infonce)", 12, 10, **SMALL)
     batch = _batch([0, 1, 0, 2])  # captions 0 and 2 describe image 0
-    terms = m.soft_label_terms(batch)
+    terms = m.soft_label_terms(m.base(batch), batch)
     with torch.no_grad():
         img, txt = m.base.embed_image(batch.image).numpy(), m.base.embed_text(batch.text).numpy()
     xi = batch.image.numpy() / np.linalg.norm(batch.image.numpy(), axis=1, keepdims=True)
@@ -179,7 +179,7 @@ def test_duplicate_images_count_once_and_share_teacher_mass() -> None:
     ref = _kl_reference(cross.T[:, keep], t2i_teacher)
     assert terms["csa_t2i"].item() == pytest.approx(ref, rel=1e-4)
     m.config.dedupe_images = False
-    assert m.soft_label_terms(batch)["csa_i2t"].item() != pytest.approx(terms["csa_i2t"].item())
+    assert m.soft_label_terms(m.base(batch), batch)["csa_i2t"].item() != pytest.approx(terms["csa_i2t"].item())
 
 
 def test_base_loss_is_unchanged_and_terms_are_added_with_their_weights() -> None:
@@ -202,10 +202,10 @@ def test_another_encoder_can_be_the_teacher_through_batch_extra() -> None:
     m = build_method("cusa(vse)", 12, 10, **SMALL, teacher_image="teacher_image")
     batch = _batch([0, 1, 2, 3])
     with pytest.raises(ValueError, match="'teacher_image' are not in the batch"):
-        m.soft_label_terms(batch)
+        m.soft_label_terms(m.base(batch), batch)
     # a teacher that sees images 0,1 as identical and 2,3 as identical
     batch.extra["teacher_image"] = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
-    terms = m.soft_label_terms(batch)
+    terms = m.soft_label_terms(m.base(batch), batch)
     with torch.no_grad():
         img, txt = m.base.embed_image(batch.image).numpy(), m.base.embed_text(batch.text).numpy()
     teacher = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]], dtype=float)

@@ -152,3 +152,44 @@ def test_cli_train_from_a_preset_file_with_trainer_options(
     assert train["epochs"] == 2  # --epochs beats the preset
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert len(history) == 2
+
+
+def test_cli_aeir_needs_a_target_and_others_refuse_one(tmp_path: Path) -> None:
+    base = ["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")]
+    result = runner.invoke(app, [*base, "--method", "aeir"])
+    assert result.exit_code == 2 and "--target DIR" in result.output
+    result = runner.invoke(app, [*base, "--method", "ensemble(aeir(vse))"])
+    assert result.exit_code == 2 and "unpaired target domain" in result.output
+    result = runner.invoke(app, [*base, "--method", "vse", "--target", str(tmp_path)])
+    assert result.exit_code == 2 and "does not use unpaired target data" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_cli_trains_aeir_with_an_unpaired_target_and_evaluates(
+    emoji_slice: Path, cache: Path, tmp_path: Path
+) -> None:
+    # the target: other emoji than the source's, their pairing ignored
+    src = demo_data_path()
+    target = tmp_path / "target"
+    (target / "images").mkdir(parents=True)
+    lines = (src / "data.jsonl").read_text(encoding="utf-8").splitlines()[7::40]
+    for line in lines:
+        shutil.copy(src / json.loads(line)["image"], target / "images")
+    (target / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run = tmp_path / "aeir"
+    result = runner.invoke(
+        app,
+        ["train", "--data", str(emoji_slice), "--target", str(target), "--out", str(run),
+         "--method", "aeir", "--epochs", "2", "--batch-size", "16", "--split", "random:0.6,0.2,0.2",
+         "--cache-dir", str(cache), "--device", "cpu", "-o", "embed_dim=32"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["method"] == "aeir" and config["target"] == str(target)
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert {"adv", "structure", "domain_accuracy", "base_loss"} <= set(history[0])
+    assert all(0.0 <= h["domain_accuracy"] <= 1.0 for h in history)
+    result = runner.invoke(app, ["evaluate", str(run), "--json", "--cache-dir", str(cache)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["rsum"] > 0

@@ -13,12 +13,16 @@ Outside an initialised process group (or with one process) every function is the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["World", "gather", "gather_with_grad", "is_distributed", "world"]
+__all__ = ["World", "gather", "gather_fields", "gather_with_grad", "is_distributed", "world"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -109,3 +113,32 @@ def gather(x: torch.Tensor, check_shapes: bool = False) -> torch.Tensor:
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x)
     return torch.cat(parts, dim=0)
+
+
+def _gather_any(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return gather_with_grad(value) if value.requires_grad else gather(value)
+    if isinstance(value, dict):
+        return {k: _gather_any(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_gather_any(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return gather_fields(value)
+    return value
+
+
+def gather_fields(obj: T) -> T:
+    """A copy of the dataclass ``obj`` with every tensor gathered from every process.
+
+    Tensor fields, the tensors in dict and tuple fields and nested dataclasses are gathered
+    along dimension 0 in rank order: with gradients (:func:`gather_with_grad`) where the tensor
+    requires them, else without (:func:`gather`). Other fields are kept. Outside a process
+    group this returns ``obj`` itself. This is how a method's outputs and its batch become the
+    global batch, once per step (:meth:`xmodal.methods.base.Method.loss`).
+    """
+    if not is_distributed():
+        return obj
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        raise TypeError(f"gather_fields needs a dataclass instance, got {type(obj).__name__}")
+    changes = {f.name: _gather_any(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]

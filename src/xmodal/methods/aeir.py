@@ -40,7 +40,10 @@ The teacher (uni-modal) similarities are, by default, those of the current embed
 features instead (cosines, at ``structure_teacher_temperature``), so that the neighbourhoods come
 from the general-purpose encoders rather than from heads trained on the source only. Target
 rows arrive in ``Batch.target_image`` / ``Batch.target_text`` (``Trainer.fit(..., unpaired=
-UnpairedFeatures(image=..., text=...))``); training without them is an error.
+UnpairedFeatures(image=..., text=...))``, ``pipeline.train(..., target=DIR)``, ``xmodal train
+--target DIR``); training without them is an error. The forward pass is the base's (one pass
+over the source rows, whose outputs the base loss and the transfer terms share) plus the
+embeddings of the target rows (``extra["target_image"]``, ``extra["target_text"]``).
 
 The adversarial weight is constant (no DANN λ ramp: a method does not know the run's length).
 Target pairs are never used; checkpoints are selected on the source validation split.
@@ -48,13 +51,14 @@ Target pairs are never used; checkpoints are selected on the source validation s
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch.nn import functional as F
 
-from xmodal.methods.base import Batch, WrappedConfig, WrapperMethod
+from xmodal.methods.base import Batch, Outputs, Terms, WrappedConfig, WrapperMethod
 from xmodal.methods.cusa import cosine_similarity_matrix, soft_label_kl
 from xmodal.methods.registry import register_method
 from xmodal.models.generators import Discriminator, grad_reverse
@@ -187,12 +191,17 @@ def pseudo_pair_triplet(
 
 
 @register_method
-class AEIR(WrapperMethod):
-    """The base objective on source pairs plus adversarial and structural transfer to a target."""
+class AEIR(WrapperMethod[AEIRConfig]):
+    """The base objective on source pairs plus adversarial and structural transfer to a target.
+
+    Terms: the base's, then ``adv`` and ``structure`` at their weights; ``base_loss``, the
+    per-modality parts and ``domain_accuracy`` are logged.
+    """
 
     name = "aeir"
     Config = AEIRConfig
     needs_target = True
+    global_negatives = True
 
     def __init__(self, config: AEIRConfig, image_dim: int, text_dim: int) -> None:
         super().__init__(config, image_dim, text_dim)
@@ -200,18 +209,27 @@ class AEIR(WrapperMethod):
         self.image_discriminator = DomainDiscriminator(config.embed_dim, hidden)
         self.text_discriminator = DomainDiscriminator(config.embed_dim, hidden)
 
-    def transfer_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """The adversarial and structural terms (unweighted) of ``batch`` and their parts."""
-        cfg: AEIRConfig = self.config  # type: ignore[assignment]
+    def forward(self, batch: Batch, stage: str = "main") -> Outputs:
+        outputs: Outputs = self.base(batch, stage)
+        if not self.adds_terms(stage):
+            return outputs
         if batch.target_image is None or batch.target_text is None:
             raise ValueError(
                 "aeir needs unpaired target images and texts: train with "
-                "Trainer.fit(train, val, unpaired=UnpairedFeatures(image=..., text=...))"
+                "Trainer.fit(train, val, unpaired=UnpairedFeatures(image=..., text=...)), "
+                "pipeline.train(..., target=DIR) or xmodal train --target DIR"
             )
-        src_img = self.base.embed_image(batch.image)
-        src_txt = self.base.embed_text(batch.text)
-        tgt_img = self.base.embed_image(batch.target_image)
-        tgt_txt = self.base.embed_text(batch.target_text)
+        target = {
+            "target_image": self.base.embed_image(batch.target_image),
+            "target_text": self.base.embed_text(batch.target_text),
+        }
+        return dataclasses.replace(outputs, extra={**outputs.extra, **target})
+
+    def transfer_terms(self, outputs: Outputs, batch: Batch) -> dict[str, torch.Tensor]:
+        """The adversarial and structural terms (unweighted) of ``outputs`` and their parts."""
+        cfg = self.config
+        src_img, src_txt = outputs.embeddings()
+        tgt_img, tgt_txt = outputs.get("target_image"), outputs.get("target_text")
 
         adv_i, acc_i = domain_adversarial_loss(
             self.image_discriminator(grad_reverse(src_img, cfg.reversal)),
@@ -222,6 +240,8 @@ class AEIR(WrapperMethod):
             self.text_discriminator(grad_reverse(tgt_txt, cfg.reversal)),
         )
         if cfg.structure_teacher == "input":
+            if batch.target_image is None or batch.target_text is None:
+                raise ValueError("structure_teacher='input' needs the batch's target rows")
             with torch.no_grad():
                 near_i = cosine_similarity_matrix(batch.target_image, batch.image)
                 near_t = cosine_similarity_matrix(batch.target_text, batch.text)
@@ -232,7 +252,7 @@ class AEIR(WrapperMethod):
             st_i = ranking_consistency(tgt_img, src_img, src_txt, tau, near_i, t_tau)
             st_t = ranking_consistency(tgt_txt, src_txt, src_img, tau, near_t, t_tau)
         else:
-            idx = batch.image_index
+            idx = outputs.image_index
             st_i = pseudo_pair_triplet(tgt_img, src_img, src_txt, idx, cfg.margin, near_i)
             st_t = pseudo_pair_triplet(tgt_txt, src_txt, src_img, idx, cfg.margin, near_t)
         return {
@@ -245,15 +265,16 @@ class AEIR(WrapperMethod):
             "domain_accuracy": (acc_i + acc_t) / 2,
         }
 
-    def loss(self, batch: Batch, stage: str = "main") -> dict[str, torch.Tensor]:
-        cfg: AEIRConfig = self.config  # type: ignore[assignment]
-        terms = dict(self.base.loss(batch, stage))
+    def objective(self, outputs: Outputs, batch: Batch, stage: str = "main") -> Terms:
+        cfg = self.config
+        terms = self.base.objective(outputs, batch, stage)
         if not self.adds_terms(stage):
             return terms
-        transfer = self.transfer_terms(batch)
-        total = (
-            terms["loss"]
-            + cfg.adversarial_weight * transfer["adv"]
-            + cfg.structure_weight * transfer["structure"]
+        base_loss = terms.total()
+        transfer = self.transfer_terms(outputs, batch)
+        adv, structure = transfer.pop("adv"), transfer.pop("structure")
+        return (
+            terms.add("adv", adv, cfg.adversarial_weight)
+            .add("structure", structure, cfg.structure_weight)
+            .log(base_loss=base_loss, **transfer)
         )
-        return {**terms, "base_loss": terms["loss"], **transfer, "loss": total}

@@ -67,7 +67,7 @@ def canonical_correlation(
 
 
 @register_method
-class CCA(Method):
+class CCA(Method[CCAConfig]):
     """Linear CCA between image and caption features, fitted in closed form (no training loop)."""
 
     name = "cca"

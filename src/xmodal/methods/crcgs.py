@@ -75,7 +75,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xmodal.methods.base import Batch, Method, MethodConfig, Stage, TrainingData
+from xmodal.methods.base import Batch, Method, MethodConfig, Outputs, Stage, Terms, TrainingData
 from xmodal.methods.infonce import multi_positive_infonce
 from xmodal.methods.registry import register_method
 from xmodal.models.generators import Discriminator, FeatureGenerator, grad_reverse
@@ -247,14 +247,20 @@ class _Student(nn.Module):
 
 
 @register_method
-class CRCGS(Method):
+class CRCGS(Method[CRCGSConfig]):
     """Generators as teachers, label-aware students, contrastive and support-set terms, hashing.
 
-    See the module docstring for the objective and the documented choices.
+    See the module docstring for the objective and the documented choices. The forward pass
+    of stage ``"generators"`` is the two generators' output (``Outputs.image``: the image-side
+    features generated from the texts, ``text``: the text-side features generated from the
+    images); that of ``"main"`` the students' and teachers' common-space features and the
+    relaxed codes. Every term is a function of the whole batch, so under DDP the objective sees
+    the global batch (``global_negatives``).
     """
 
     name = "crcgs"
     Config = CRCGSConfig
+    global_negatives = True
 
     def __init__(self, config: CRCGSConfig, image_dim: int, text_dim: int) -> None:
         super().__init__(config, image_dim, text_dim)
@@ -305,13 +311,23 @@ class CRCGS(Method):
             Stage("main", main, 1.0 - frac),
         ]
 
-    def loss(self, batch: Batch, stage: str = "main") -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, stage: str = "main") -> Outputs:
         if stage == "generators":
-            i2t = F.l1_loss(self.gen_i2t(batch.image), batch.text)
-            t2i = F.l1_loss(self.gen_t2i(batch.text), batch.image)
-            return {"loss": i2t + t2i, "l1_i2t": i2t, "l1_t2i": t2i}
+            gen_text = self.gen_i2t(batch.image)
+            gen_image = self.gen_t2i(batch.text)
+            return Outputs(image_index=batch.image_index, image=gen_image, text=gen_text)
         if stage == "main":
-            return self._main_loss(batch)
+            return self._main_forward(batch)
+        raise ValueError(f"unknown stage {stage!r} for {self.name}; known: generators, main")
+
+    def objective(self, outputs: Outputs, batch: Batch, stage: str = "main") -> Terms:
+        if stage == "generators":
+            gen_image, gen_text = outputs.embeddings()
+            i2t = F.l1_loss(gen_text, batch.text)
+            t2i = F.l1_loss(gen_image, batch.image)
+            return Terms().add("l1_i2t", i2t).add("l1_t2i", t2i)
+        if stage == "main":
+            return self._main_objective(outputs, batch)
         raise ValueError(f"unknown stage {stage!r} for {self.name}; known: generators, main")
 
     # --- features -----------------------------------------------------------------------------
@@ -365,12 +381,30 @@ class CRCGS(Method):
         return F.one_hot(batch.image_index, self.classifier.out_features).to(shared.dtype), shared
 
     # --- the main objective -------------------------------------------------------------------
-    def _main_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def _main_forward(self, batch: Batch) -> Outputs:
+        if self.label_mode == "unprepared":
+            raise RuntimeError(f"{self.name}: call prepare() with the training data first")
+        u, v = self.student_image(batch.image), self.student_text(batch.text)
+        t_img, t_txt = self.teacher_features(batch.image, batch.text)
+        e_img = self._fuse(u, t_txt).detach()
+        e_txt = self._fuse(v, t_img).detach()
+        # the binary layer on detached embeddings: its gradient never reaches the students
+        h_img, h_txt = self.hash_head(torch.cat([e_img, e_txt])).chunk(2)
+        return Outputs(
+            image_index=batch.image_index,
+            image=e_img,
+            text=e_txt,
+            image_codes=h_img,
+            text_codes=h_txt,
+            extra={"student_image": u, "student_text": v, "teacher_image": t_img, "teacher_text": t_txt},
+        )
+
+    def _main_objective(self, outputs: Outputs, batch: Batch) -> Terms:
         cfg = self.config
         targets, shared = self._labels(batch)
         similar = shared > 0
-        u, v = self.student_image(batch.image), self.student_text(batch.text)
-        t_img, t_txt = self.teacher_features(batch.image, batch.text)
+        u, v = outputs.get("student_image"), outputs.get("student_text")
+        t_img, t_txt = outputs.get("teacher_image"), outputs.get("teacher_text")
         zero = u.sum() * 0.0
 
         label = zero
@@ -388,7 +422,7 @@ class CRCGS(Method):
             + (nv - l2_normalize(t_txt)).pow(2).sum(1).mean()
         ) / 2
         adversarial = self._adversarial(u, v, t_img, t_txt)
-        positives = batch.positives()
+        positives = outputs.positives()
         scale = 1.0 / cfg.temperature
         contrastive = torch.stack(
             [_symmetric_nce(s, t, positives, scale) for s in (u, v) for t in (t_img, t_txt)]
@@ -397,32 +431,20 @@ class CRCGS(Method):
             support_set_loss(u, v, shared, cfg.support_temperature)
             + support_set_loss(v, u, shared.T, cfg.support_temperature)
         ) / 2
-        hashing, hash_label, quant = self._hash_terms(u, v, t_img, t_txt, targets, similar)
-        total = (
-            cfg.label_weight * label
-            + cfg.pairwise_weight * pairwise
-            + cfg.paired_weight * paired
-            + cfg.teacher_weight * teacher
-            + cfg.adversarial_weight * adversarial
-            + cfg.contrastive_weight * contrastive
-            + cfg.support_weight * support
-            + cfg.hash_weight * hashing
-            + cfg.hash_label_weight * hash_label
-            + cfg.quantization_weight * quant
+        hashing, hash_label, quant = self._hash_terms(outputs, targets, similar)
+        return (
+            Terms()
+            .add("label", label, cfg.label_weight)
+            .add("pairwise", pairwise, cfg.pairwise_weight)
+            .add("paired", paired, cfg.paired_weight)
+            .add("teacher", teacher, cfg.teacher_weight)
+            .add("adversarial", adversarial, cfg.adversarial_weight)
+            .add("contrastive", contrastive, cfg.contrastive_weight)
+            .add("support", support, cfg.support_weight)
+            .add("hash", hashing, cfg.hash_weight)
+            .add("hash_label", hash_label, cfg.hash_label_weight)
+            .add("quantization", quant, cfg.quantization_weight)
         )
-        return {
-            "loss": total,
-            "label": label,
-            "pairwise": pairwise,
-            "paired": paired,
-            "teacher": teacher,
-            "adversarial": adversarial,
-            "contrastive": contrastive,
-            "support": support,
-            "hash": hashing,
-            "hash_label": hash_label,
-            "quantization": quant,
-        }
 
     def _adversarial(
         self, u: torch.Tensor, v: torch.Tensor, t_img: torch.Tensor, t_txt: torch.Tensor
@@ -442,23 +464,18 @@ class CRCGS(Method):
         return (modality + _bce(source_logits, source_target)) / 2
 
     def _hash_terms(
-        self,
-        u: torch.Tensor,
-        v: torch.Tensor,
-        t_img: torch.Tensor,
-        t_txt: torch.Tensor,
-        targets: torch.Tensor | None,
-        similar: torch.Tensor,
+        self, outputs: Outputs, targets: torch.Tensor | None, similar: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Binary-layer terms on detached embeddings: similarity, labels, quantisation."""
-        e_img = self._fuse(u, t_txt).detach()
-        e_txt = self._fuse(v, t_img).detach()
+        """Binary-layer terms on the detached embeddings: similarity, labels, quantisation."""
+        e_img, e_txt = outputs.embeddings()
+        if outputs.image_codes is None or outputs.text_codes is None:
+            raise ValueError("crcgs's main stage needs the relaxed codes of its forward pass")
+        h_img, h_txt = outputs.image_codes, outputs.text_codes
         fused = l2_normalize(e_img + e_txt)
         target = cosine_target(fused, self.config.center_hash_target).repeat(2, 2)
-        h = self.hash_head(torch.cat([e_img, e_txt]))
+        h = torch.cat([h_img, h_txt])
         # MSE between θ_codes = h·h'/(2·bits) and θ_fused = cos/2: a quarter of the unhalved MSE.
         hashing = 0.25 * similarity_matching_loss(h, h, target)
-        h_img, h_txt = h.chunk(2)
         hash_label = (
             pairwise_label_likelihood(h_img, h_img, similar)
             + pairwise_label_likelihood(h_img, h_txt, similar)

@@ -55,9 +55,8 @@ published behaviour is an option:
   retrieval embeddings; the shared trunk is the base's embedding, and the uni-modal heads
   (LayerNorm + Linear, ``uni_head="linear"``) sit on it. ``uni_head="none"`` applies USA to the
   base's embeddings directly.
-* The CUSA terms are computed on a second forward pass through the base's heads (the base's
-  loss is called as is and does not return its embeddings); with dropout the two passes see
-  different masks.
+* The CUSA terms are computed on the base's own forward pass (its outputs): the base loss and
+  the soft-label terms see the same embeddings and the same dropout mask.
 """
 
 from __future__ import annotations
@@ -70,8 +69,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xmodal.distributed.gather import gather, gather_with_grad
-from xmodal.methods.base import Batch, WrappedConfig, WrapperMethod
+from xmodal.methods.base import Batch, Outputs, Terms, WrappedConfig, WrapperMethod
 from xmodal.methods.registry import register_method
 from xmodal.models.heads import l2_normalize
 
@@ -213,11 +211,17 @@ class BoundedTemperature(nn.Module):
 
 
 @register_method
-class CUSA(WrapperMethod):
-    """The base objective plus cross-modal (CSA) and uni-modal (USA) soft-label alignment."""
+class CUSA(WrapperMethod[CUSAConfig]):
+    """The base objective plus cross-modal (CSA) and uni-modal (USA) soft-label alignment.
+
+    Terms: the base's, then ``csa`` and ``usa`` at their weights; ``base_loss`` (the base's
+    weighted sum) and the four halves are logged. Under DDP all of them see the global batch
+    when the base does (``global_negatives``).
+    """
 
     name = "cusa"
     Config = CUSAConfig
+    global_negatives = True
 
     def __init__(self, config: CUSAConfig, image_dim: int, text_dim: int) -> None:
         super().__init__(config, image_dim, text_dim)
@@ -259,16 +263,15 @@ class CUSA(WrapperMethod):
             )
         return batch.extra[which]
 
-    def soft_label_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """The CSA and USA terms (unweighted) of ``batch``, and their four halves."""
-        cfg: CUSAConfig = self.config  # type: ignore[assignment]
-        # under torch.distributed: rows of the global batch (identity in one process)
-        img = gather_with_grad(self.base.embed_image(batch.image))
-        txt = gather_with_grad(self.base.embed_text(batch.text))
-        image_index = gather(batch.image_index)
+    def soft_label_terms(self, outputs: Outputs, batch: Batch) -> dict[str, torch.Tensor]:
+        """The CSA and USA terms (unweighted) of the base's ``outputs`` on ``batch``, and their
+        four halves (the global batch under DDP)."""
+        cfg = self.config
+        img, txt = outputs.embeddings()
+        image_index = outputs.image_index
         with torch.no_grad():
-            t_img = gather(self._teacher(batch, cfg.teacher_image, batch.image))
-            t_txt = gather(self._teacher(batch, cfg.teacher_text, batch.text))
+            t_img = self._teacher(batch, cfg.teacher_image, batch.image)
+            t_txt = self._teacher(batch, cfg.teacher_text, batch.text)
             sim_ii = cosine_similarity_matrix(t_img)
             sim_tt = cosine_similarity_matrix(t_txt)
             if cfg.cross_teacher == "each":
@@ -302,17 +305,19 @@ class CUSA(WrapperMethod):
             "usa_t2t": tt,
         }
 
-    def loss(self, batch: Batch, stage: str = "main") -> dict[str, torch.Tensor]:
-        cfg: CUSAConfig = self.config  # type: ignore[assignment]
-        terms = dict(self.base.loss(batch, stage))
+    def objective(self, outputs: Outputs, batch: Batch, stage: str = "main") -> Terms:
+        cfg = self.config
+        terms = self.base.objective(outputs, batch, stage)
         if not self.adds_terms(stage):
             return terms
-        base_loss = terms["loss"]
+        base_loss = terms.total()
         if cfg.base_loss_scale == "published":
-            base_loss = base_loss / gather(batch.image_index).shape[0]  # the global batch
-        soft = self.soft_label_terms(batch)
-        total = base_loss + cfg.csa_weight * soft["csa"] + cfg.usa_weight * soft["usa"]
-        return {**terms, "base_loss": terms["loss"], **soft, "loss": total}
+            terms = terms.scaled(1.0 / outputs.image_index.shape[0])  # the (global) batch size
+        soft = self.soft_label_terms(outputs, batch)
+        csa, usa = soft.pop("csa"), soft.pop("usa")
+        return terms.add("csa", csa, cfg.csa_weight).add("usa", usa, cfg.usa_weight).log(
+            base_loss=base_loss, **soft
+        )
 
     def extra_state_for_run(self) -> dict[str, Any]:
         return {

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import nn
 
-from xmodal.methods.base import Method, MethodConfig, Stage
+from xmodal.methods.base import Batch, Method, MethodConfig, Outputs, Stage
 from xmodal.models.backbone_heads import BackboneTopHead, build_tower
 from xmodal.models.heads import l2_normalize
 
 __all__ = ["DualHeadMethod"]
 
+C = TypeVar("C", bound=MethodConfig)
 
-class DualHeadMethod(Method):
+
+class DualHeadMethod(Method[C]):
     """A method whose embeddings are the L2-normalised outputs of two heads.
 
     The heads are the config's towers (:func:`xmodal.models.build_tower`): by default
@@ -22,9 +26,12 @@ class DualHeadMethod(Method):
     ``lr * tower_lr_scale``. With ``tower_probe_fraction > 0`` the copied layers stay fixed for
     that share of the epochs (stage ``"probe"``: projections only) and are trained with
     everything else in stage ``"main"`` (linear probing, then fine-tuning).
+
+    The forward pass embeds both sides of every row (:class:`Outputs` ``image``, ``text``:
+    L2-normalised, as the retrieval embeddings are).
     """
 
-    def __init__(self, config: MethodConfig, image_dim: int, text_dim: int) -> None:
+    def __init__(self, config: C, image_dim: int, text_dim: int) -> None:
         super().__init__(config, image_dim, text_dim)
         if not 0.0 <= config.tower_probe_fraction < 1.0:
             raise ValueError(
@@ -57,6 +64,13 @@ class DualHeadMethod(Method):
             return [Stage("main", params)]
         heads_only = [p for p in params if id(p) not in backbone]
         return [Stage("probe", heads_only, probe), Stage("main", params, 1.0 - probe)]
+
+    def forward(self, batch: Batch, stage: str = "main") -> Outputs:
+        return Outputs(
+            image_index=batch.image_index,
+            image=self.embed_image(batch.image),
+            text=self.embed_text(batch.text),
+        )
 
     def embed_image(self, features: torch.Tensor) -> torch.Tensor:
         return l2_normalize(self.image_head(features))

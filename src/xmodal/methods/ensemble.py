@@ -29,7 +29,9 @@ from torch import nn
 from xmodal.methods.base import (
     Batch,
     Method,
+    Outputs,
     Stage,
+    Terms,
     TrainingData,
     WrappedConfig,
     build_base,
@@ -51,11 +53,17 @@ class EnsembleConfig(WrappedConfig):
 
 
 @register_method
-class Ensemble(Method):
-    """Mean-similarity ensemble of ``members`` copies of a trainable base method."""
+class Ensemble(Method[EnsembleConfig]):
+    """Mean-similarity ensemble of ``members`` copies of a trainable base method.
+
+    The forward pass is each member's one forward pass (``Outputs.members``; ``image`` / ``text``
+    are the joined embeddings); the objective is the mean of the members' objectives on their
+    own outputs. Under DDP it gathers the global batch when the base does.
+    """
 
     name = "ensemble"
     Config = EnsembleConfig
+    global_negatives = True
 
     def __init__(self, config: EnsembleConfig, image_dim: int, text_dim: int) -> None:
         super().__init__(config, image_dim, text_dim)
@@ -83,13 +91,33 @@ class Ensemble(Method):
             for i, first in enumerate(per_member[0])
         ]
 
-    def loss(self, batch: Batch, stage: str = "main") -> dict[str, torch.Tensor]:
-        """Mean of the members' loss terms (every key the members report)."""
-        terms: dict[str, list[torch.Tensor]] = {}
-        for member in self.members:
-            for key, value in member.loss(batch, stage).items():
-                terms.setdefault(key, []).append(value)
-        return {key: torch.stack(values).mean() for key, values in terms.items()}
+    def gathers_global_batch(self) -> bool:
+        return all(member.gathers_global_batch() for member in self.members)
+
+    def forward(self, batch: Batch, stage: str = "main") -> Outputs:
+        parts: tuple[Outputs, ...] = tuple(member(batch, stage) for member in self.members)
+        joined: dict[str, torch.Tensor] = {}
+        if all(p.image is not None and p.text is not None for p in parts):
+            joined["image"] = self._join([p.embeddings()[0] for p in parts])
+            joined["text"] = self._join([p.embeddings()[1] for p in parts])
+        return Outputs(image_index=batch.image_index, members=parts, **joined)
+
+    def objective(self, outputs: Outputs, batch: Batch, stage: str = "main") -> Terms:
+        """Mean of the members' terms (every term and diagnostic the members report)."""
+        each = [
+            member.objective(part, batch, stage)
+            for member, part in zip(self.members, outputs.members, strict=True)
+        ]
+
+        def mean(key: str, part: str) -> torch.Tensor:
+            return torch.stack([getattr(t, part)[key] for t in each]).mean()
+
+        first = each[0]
+        return Terms(
+            values={k: mean(k, "values") for k in first.values},
+            weights=dict(first.weights),
+            logs={k: mean(k, "logs") for k in first.logs},
+        )
 
     # --- embeddings -----------------------------------------------------------------------
     def _join(self, parts: list[torch.Tensor]) -> torch.Tensor:

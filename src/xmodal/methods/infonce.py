@@ -8,8 +8,7 @@ from typing import Any
 
 import torch
 
-from xmodal.distributed.gather import gather, gather_with_grad
-from xmodal.methods.base import Batch, MethodConfig
+from xmodal.methods.base import Batch, MethodConfig, Outputs, Terms
 from xmodal.methods.dual import DualHeadMethod
 from xmodal.methods.registry import register_method
 
@@ -43,15 +42,17 @@ def multi_positive_infonce(logits: torch.Tensor, positives: torch.Tensor) -> tor
 
 
 @register_method
-class InfoNCE(DualHeadMethod):
+class InfoNCE(DualHeadMethod[InfoNCEConfig]):
     """Symmetric contrastive loss over image→text and text→image logits.
 
     All captions of an image are positives of that image (and of each other's image rows), so a
-    batch that draws two captions of one image does not push them apart.
+    batch that draws two captions of one image does not push them apart. The terms are ``i2t``
+    and ``t2i`` at weight ½ each. Under DDP the negatives are the global batch.
     """
 
     name = "infonce"
     Config = InfoNCEConfig
+    global_negatives = True
 
     def __init__(self, config: InfoNCEConfig, image_dim: int, text_dim: int) -> None:
         super().__init__(config, image_dim, text_dim)
@@ -67,23 +68,17 @@ class InfoNCE(DualHeadMethod):
         """1/τ, clamped so that τ ≥ ``min_temperature``."""
         return self.log_scale.clamp(max=math.log(1.0 / self.config.min_temperature)).exp()
 
-    def cross_logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Image embeddings, text embeddings and the ``[B, B]`` image→text logits.
+    def cross_logits(self, outputs: Outputs) -> torch.Tensor:
+        """The ``[B, B]`` image→text logits of ``outputs`` (``B``: the global batch under DDP)."""
+        img, txt = outputs.embeddings()
+        return self.logit_scale() * img @ txt.T
 
-        Under ``torch.distributed`` the embeddings are gathered from every process (with
-        gradients), so ``B`` is the global batch.
-        """
-        img = gather_with_grad(self.embed_image(batch.image))
-        txt = gather_with_grad(self.embed_text(batch.text))
-        return img, txt, self.logit_scale() * img @ txt.T
-
-    def loss(self, batch: Batch, stage: str = "main") -> dict[str, torch.Tensor]:
-        _, _, logits = self.cross_logits(batch)
-        image_index = gather(batch.image_index)
-        pos = image_index[:, None] == image_index[None, :]
+    def objective(self, outputs: Outputs, batch: Batch, stage: str = "main") -> Terms:
+        logits = self.cross_logits(outputs)
+        pos = outputs.positives()
         i2t = multi_positive_infonce(logits, pos)
         t2i = multi_positive_infonce(logits.T, pos.T)
-        return {"loss": (i2t + t2i) / 2, "i2t": i2t, "t2i": t2i}
+        return Terms().add("i2t", i2t, 0.5).add("t2i", t2i, 0.5)
 
     def extra_state_for_run(self) -> dict[str, Any]:
         return {"temperature": self.temperature}

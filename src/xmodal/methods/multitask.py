@@ -61,7 +61,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xmodal.methods.base import Batch, Method, MethodConfig, Stage, TrainingData
+from xmodal.methods.base import Batch, Method, MethodConfig, Outputs, Stage, Terms, TrainingData
 from xmodal.methods.registry import register_method
 from xmodal.models.hashing import (
     HashHead,
@@ -250,10 +250,13 @@ class CorrelationNetwork(nn.Module):
 
 
 @register_method
-class Multitask(Method):
+class Multitask(Method[MultitaskConfig]):
     """Correlation network + correspondence cross-modal autoencoder + binary transform network.
 
-    See the module docstring for the objective, the schedule and the documented choices.
+    See the module docstring for the objective, the schedule and the documented choices. The
+    objective samples related pairs from training-set neighbourhoods and unrelated pairs from
+    the process's own batch, so it is per process (``global_negatives = False``: refused under
+    DDP).
     """
 
     name = "multitask"
@@ -305,11 +308,18 @@ class Multitask(Method):
             Stage("main", main, 1.0 - frac),
         ]
 
-    def loss(self, batch: Batch, stage: str = "main") -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, stage: str = "main") -> Outputs:
         if stage == "correlation":
-            return self._correlation_loss(batch)
+            return self._correlation_forward(batch)
         if stage == "main":
-            return self._main_loss(batch)
+            return self._main_forward(batch)
+        raise ValueError(f"unknown stage {stage!r} for {self.name}; known: correlation, main")
+
+    def objective(self, outputs: Outputs, batch: Batch, stage: str = "main") -> Terms:
+        if stage == "correlation":
+            return self._correlation_objective(outputs)
+        if stage == "main":
+            return self._main_objective(outputs, batch)
         raise ValueError(f"unknown stage {stage!r} for {self.name}; known: correlation, main")
 
     # --- the two stages -----------------------------------------------------------------------
@@ -334,7 +344,7 @@ class Multitask(Method):
         keep &= ~(hood[other_image] == anchors[:, None]).any(1)
         return other, keep
 
-    def _correlation_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def _correlation_forward(self, batch: Batch) -> Outputs:
         if self._train is None or self._neighbourhood is None:
             raise RuntimeError(f"{self.name}: call prepare() with the training data first")
         data, hood = self._train, self._neighbourhood
@@ -349,21 +359,43 @@ class Multitask(Method):
         # Unrelated: the anchor's image with another row's caption from outside its neighbourhood.
         other, outside = self._unrelated_rows(anchors)
         unrelated = self.correlation(batch.image[outside], batch.text[other][outside])
+        return Outputs(image_index=anchors, extra={"related": related, "unrelated": unrelated})
+
+    def _correlation_objective(self, outputs: Outputs) -> Terms:
+        related, unrelated = outputs.get("related"), outputs.get("unrelated")
         value = correlation_bce(related, unrelated)
         with torch.no_grad():
             acc = torch.cat([related > 0, unrelated < 0]).float().mean()
-        return {"loss": value, "correlation_bce": value, "correlation_accuracy": acc}
+        return Terms().add("correlation_bce", value).log(correlation_accuracy=acc)
 
     def codes(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Joint ``tanh`` codes of image and text features (before normalisation)."""
         return self.image_encoder(image), self.text_encoder(text)
 
-    def _main_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        cfg = self.config
+    def _main_forward(self, batch: Batch) -> Outputs:
         c_img, c_txt = self.codes(batch.image, batch.text)
+        # Binary transform network on detached codes (see the module docstring).
+        relaxed = self.hash_head(torch.cat([c_img, c_txt]).detach())
+        h_img, h_txt = relaxed.chunk(2)
+        return Outputs(
+            image_index=batch.image_index,
+            image=l2_normalize(c_img),
+            text=l2_normalize(c_txt),
+            image_codes=h_img,
+            text_codes=h_txt,
+            extra={
+                "code_image": c_img,
+                "code_text": c_txt,
+                "decoded_image": self.image_decoder(c_txt),
+                "decoded_text": self.text_decoder(c_img),
+            },
+        )
+
+    def _main_objective(self, outputs: Outputs, batch: Batch) -> Terms:
+        cfg = self.config
+        c_img, c_txt = outputs.get("code_image"), outputs.get("code_text")
+        decoded_image, decoded_text = outputs.get("decoded_image"), outputs.get("decoded_text")
         consistency = F.mse_loss(c_img, c_txt)
-        decoded_image = self.image_decoder(c_txt)
-        decoded_text = self.text_decoder(c_img)
         related = torch.cat(
             [
                 self.correlation(decoded_image, batch.text, frozen=True),
@@ -372,7 +404,7 @@ class Multitask(Method):
         )
         unrelated = related[:0]
         if cfg.correlation_negatives:
-            other, keep = self._unrelated_rows(batch.image_index)
+            other, keep = self._unrelated_rows(outputs.image_index)
             unrelated = torch.cat(
                 [
                     self.correlation(decoded_image[keep], batch.text[other][keep], frozen=True),
@@ -381,27 +413,19 @@ class Multitask(Method):
             )
         correlation = correlation_bce(related, unrelated)
         variance = variance_constraint((c_img + c_txt) / 2, cfg.variance_target)
-        # Binary transform network on detached codes (see the module docstring).
         codes = torch.cat([c_img, c_txt]).detach()
-        relaxed = self.hash_head(codes)
+        if outputs.image_codes is None or outputs.text_codes is None:
+            raise ValueError("multitask's main stage needs the relaxed codes of its forward pass")
+        relaxed = torch.cat([outputs.image_codes, outputs.text_codes])
         target = cosine_target(codes, cfg.center_hash_target)
-        hashing = similarity_matching_loss(relaxed, relaxed, target)
-        quant = quantization_loss(relaxed)
-        total = (
-            cfg.consistency_weight * consistency
-            + cfg.correlation_weight * correlation
-            + cfg.variance_weight * variance
-            + cfg.hash_weight * hashing
-            + cfg.quantization_weight * quant
+        return (
+            Terms()
+            .add("consistency", consistency, cfg.consistency_weight)
+            .add("correlation", correlation, cfg.correlation_weight)
+            .add("variance", variance, cfg.variance_weight)
+            .add("hash", similarity_matching_loss(relaxed, relaxed, target), cfg.hash_weight)
+            .add("quantization", quantization_loss(relaxed), cfg.quantization_weight)
         )
-        return {
-            "loss": total,
-            "consistency": consistency,
-            "correlation": correlation,
-            "variance": variance,
-            "hash": hashing,
-            "quantization": quant,
-        }
 
     # --- evaluation and search ----------------------------------------------------------------
     def embed_image(self, features: torch.Tensor) -> torch.Tensor:

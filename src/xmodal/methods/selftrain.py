@@ -30,6 +30,12 @@ known), or ``top_fraction`` from :func:`pseudo_pair_precision`.
 
 The base must be a pairwise objective that needs neither labels nor per-row extras (``infonce``,
 ``vse``, ``cusa(...)``); the pseudo-pair batch carries neither.
+
+One forward pass per step: the source rows and the pseudo-pair rows go through the base's
+forward together, and its outputs are split into the two row sets (``Outputs.members``: source,
+pseudo-pairs), on which the base's objective is computed separately. The pseudo-pairs are drawn
+with each process's own generator, so the objective is per process (``global_negatives`` is
+``False``: ``--ddp`` refuses it).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from xmodal.methods.base import Batch, TrainingData, WrappedConfig, WrapperMethod
+from xmodal.methods.base import Batch, Outputs, Terms, TrainingData, WrappedConfig, WrapperMethod
 from xmodal.methods.registry import register_method
 
 __all__ = [
@@ -224,7 +230,7 @@ class SelfTrainConfig(WrappedConfig):
 
 
 @register_method
-class SelfTrain(WrapperMethod):
+class SelfTrain(WrapperMethod[SelfTrainConfig]):
     """The base objective on source pairs plus the same objective on mined target pseudo-pairs.
 
     After training, :attr:`pseudo_pairs` holds the last mined (kept) pairs, as target-row indices.
@@ -232,6 +238,7 @@ class SelfTrain(WrapperMethod):
 
     name = "selftrain"
     Config = SelfTrainConfig
+    needs_target = True
 
     def __init__(self, config: SelfTrainConfig, image_dim: int, text_dim: int) -> None:
         super().__init__(config, image_dim, text_dim)
@@ -260,7 +267,7 @@ class SelfTrain(WrapperMethod):
     @torch.no_grad()
     def mine(self) -> PseudoPairs:
         """Mine and keep pseudo-pairs from the current embeddings of the whole target set."""
-        cfg: SelfTrainConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if self._target is None:
             raise RuntimeError("selftrain.mine() before prepare(): no target data")
         was_training = self.training
@@ -275,7 +282,7 @@ class SelfTrain(WrapperMethod):
         return pairs
 
     def _due(self) -> bool:
-        cfg: SelfTrainConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         start = cfg.warmup_epochs * self._rows_per_epoch
         if self._rows_seen < start:
             return False
@@ -295,11 +302,12 @@ class SelfTrain(WrapperMethod):
             text_index=txt_rows,
         )
 
-    def loss(self, batch: Batch, stage: str = "main") -> dict[str, torch.Tensor]:
-        cfg: SelfTrainConfig = self.config  # type: ignore[assignment]
-        terms = dict(self.base.loss(batch, stage))
+    def forward(self, batch: Batch, stage: str = "main") -> Outputs:
+        """The base's one forward pass over the source rows and (once mined) a batch of
+        pseudo-pairs; ``members`` are the two row sets' outputs."""
+        cfg = self.config
         if not self.adds_terms(stage):
-            return terms
+            return super().forward(batch, stage)
         if self._target is None:
             raise ValueError(
                 "selftrain was not prepared with target data (Trainer.fit(..., unpaired=...))"
@@ -309,12 +317,53 @@ class SelfTrain(WrapperMethod):
             if self._due():
                 self.mine()
         n_pairs = 0 if self.pseudo_pairs is None else len(self.pseudo_pairs)
-        out = {**terms, "base_loss": terms["loss"], "pseudo_pairs": torch.tensor(float(n_pairs))}
-        if n_pairs >= 2 and cfg.pseudo_weight > 0:
-            pseudo = self.base.loss(self._pseudo_batch(cfg.pseudo_batch or len(batch.text)), stage)
-            out["pseudo_loss"] = pseudo["loss"]
-            out["loss"] = terms["loss"] + cfg.pseudo_weight * pseudo["loss"]
-        return out
+        if n_pairs < 2 or cfg.pseudo_weight <= 0:
+            source: Outputs = self.base(batch, stage)
+            return Outputs(
+                image_index=source.image_index,
+                image=source.image,
+                text=source.text,
+                members=(source,),
+            )
+        pseudo = self._pseudo_batch(cfg.pseudo_batch or len(batch.text))
+        joint = Batch(
+            image=torch.cat([batch.image, pseudo.image]),
+            text=torch.cat([batch.text, pseudo.text]),
+            image_index=torch.cat([batch.image_index, pseudo.image_index]),
+            text_index=torch.cat([batch.text_index, pseudo.text_index]),
+        )
+        both: Outputs = self.base(joint, stage)
+        n = int(batch.text.shape[0])
+        source, pseudo_out = both.rows(slice(0, n)), both.rows(slice(n, None))
+        return Outputs(
+            image_index=source.image_index,
+            image=source.image,
+            text=source.text,
+            members=(source, pseudo_out),
+            extra={
+                "pseudo_image": pseudo.image,
+                "pseudo_text": pseudo.text,
+                "pseudo_text_index": pseudo.text_index,
+            },
+        )
+
+    def objective(self, outputs: Outputs, batch: Batch, stage: str = "main") -> Terms:
+        if not self.adds_terms(stage):
+            return self.base.objective(outputs, batch, stage)
+        terms = self.base.objective(outputs.members[0], batch, stage)
+        n_pairs = 0 if self.pseudo_pairs is None else len(self.pseudo_pairs)
+        logs = {"base_loss": terms.total(), "pseudo_pairs": torch.tensor(float(n_pairs))}
+        if len(outputs.members) > 1:
+            pseudo_out = outputs.members[1]
+            pseudo_batch = Batch(
+                image=outputs.get("pseudo_image"),
+                text=outputs.get("pseudo_text"),
+                image_index=pseudo_out.image_index,
+                text_index=outputs.get("pseudo_text_index"),
+            )
+            pseudo = self.base.objective(pseudo_out, pseudo_batch, stage).total()
+            terms.add("pseudo_loss", pseudo, self.config.pseudo_weight)
+        return terms.log(**logs)
 
     def extra_state_for_run(self) -> dict[str, object]:
         n = 0 if self.pseudo_pairs is None else len(self.pseudo_pairs)

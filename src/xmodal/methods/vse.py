@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from xmodal.distributed.gather import gather, gather_with_grad
-from xmodal.methods.base import Batch, MethodConfig
+from xmodal.methods.base import Batch, MethodConfig, Outputs, Terms
 from xmodal.methods.dual import DualHeadMethod
 from xmodal.methods.registry import register_method
 
@@ -44,23 +43,20 @@ def hardest_negative_triplet(
 
 
 @register_method
-class VSE(DualHeadMethod):
+class VSE(DualHeadMethod[VSEConfig]):
     """Visual-semantic embedding trained with the hardest-negative triplet loss.
 
-    Under ``torch.distributed`` the embeddings and image indices are gathered from every process
-    (with gradients), so the hardest negatives are drawn from the global batch.
+    Under ``torch.distributed`` the objective sees the global batch (``global_negatives``), so
+    the hardest negatives are drawn from every process's rows.
     """
 
     name = "vse"
     Config = VSEConfig
+    global_negatives = True
 
-    def loss(self, batch: Batch, stage: str = "main") -> dict[str, torch.Tensor]:
-        # under torch.distributed: rows of the global batch, the negatives of every row
-        img = gather_with_grad(self.embed_image(batch.image))
-        txt = gather_with_grad(self.embed_text(batch.text))
-        image_index = gather(batch.image_index)
-        positives = image_index[:, None] == image_index[None, :]
+    def objective(self, outputs: Outputs, batch: Batch, stage: str = "main") -> Terms:
+        img, txt = outputs.embeddings()
         value = hardest_negative_triplet(
-            img @ txt.T, positives, self.config.margin, self.config.max_violation
+            img @ txt.T, outputs.positives(), self.config.margin, self.config.max_violation
         )
-        return {"loss": value}
+        return Terms().add("triplet", value)

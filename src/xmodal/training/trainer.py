@@ -84,8 +84,11 @@ class Trainer:
 
     Inside an initialised ``torch.distributed`` process group (``torchrun``, see
     :mod:`xmodal.distributed`) the loss runs under DDP, each process takes its slice of every
-    global batch of ``world · batch_size`` pairs, and every process validates (the parameters
-    are identical, so all take the same selection and early-stopping decisions).
+    global batch of ``world · batch_size`` pairs, :meth:`Method.loss` gathers the step's outputs
+    once so the objective sees the global batch (methods that do not declare
+    ``global_negatives`` are refused), and every process validates (the parameters are
+    identical, so all take the same selection and early-stopping decisions). Each epoch
+    record holds the total ``loss`` and every term and diagnostic the objective returned.
 
     Args:
         method: The method to train (moved to the configured device).
