@@ -158,8 +158,9 @@ def test_cli_lists_presets_and_rejects_bad_options_before_any_work(tmp_path: Pat
     assert "methods:" not in result.output
     result = runner.invoke(app, ["list"])
     assert "methods:" in result.output and "presets:" in result.output
+    assert "float index kinds:" in result.output
     result = runner.invoke(app, ["list", "things"])
-    assert result.exit_code == 2 and "methods, encoders, presets or all" in result.output
+    assert result.exit_code == 2 and "methods, encoders, kinds, presets or all" in result.output
     base = ["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")]
     result = runner.invoke(app, [*base, "-t", "patiense=3"])
     assert result.exit_code == 2 and "did you mean 'patience'" in result.output
