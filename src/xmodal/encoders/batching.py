@@ -53,7 +53,7 @@ def default_num_workers() -> int:
 
 
 class _Loaded(NamedTuple):
-    index: int
+    position: int
     tensor: torch.Tensor | None
     error: tuple[str, str] | None  # (path, reason) when the file could not be used
     digest: bytes = b""
@@ -101,7 +101,7 @@ class ImageFiles(TorchDataset):
 
 def _collate(items: list[_Loaded]) -> ImageBatch:
     errors = [it.error for it in items if it.error is not None]
-    indices = [it.index for it in items]
+    indices = [it.position for it in items]
     digests = [it.digest for it in items]
     if errors:
         return ImageBatch(indices, None, errors, digests)

@@ -81,7 +81,7 @@ class MiniLMTokensEncoder(MiniLMEncoder):
         super().__init__(
             device=device, model_path=model_path, max_seq_length=max_tokens, runtime="torch"
         )
-        n_layers = int(self.model[0].auto_model.config.num_hidden_layers)
+        n_layers = int(self.transformer.config.num_hidden_layers)
         if not 0 <= layer <= n_layers:
             raise ValueError(f"layer must be in 0..{n_layers}, got {layer}")
         self.layer, self.max_tokens, self.width = layer, max_tokens, self.dim
@@ -97,7 +97,7 @@ class MiniLMTokensEncoder(MiniLMEncoder):
             for k in ("input_ids", "attention_mask", "token_type_ids")
             if k in features
         }
-        out = self.model[0].auto_model(**inputs, output_hidden_states=True)
+        out = self.transformer(**inputs, output_hidden_states=True)
         hidden = out.hidden_states[self.layer].float()
         mask = inputs["attention_mask"].to(hidden.dtype)
         hidden = (hidden * mask[..., None])[:, : self.max_tokens]

@@ -111,7 +111,8 @@ class MiniLMEncoder(SentenceTransformerEncoder):
         return self._key
 
     def _export_spec(self) -> Export:
-        bert = copy.deepcopy(self.model[0].auto_model).to("cpu")
+        bert = copy.deepcopy(self.transformer)
+        bert.cpu()
         inputs = _token_inputs(self.tokenize(["a dog runs on the beach", "two people"]))
         axes = {0: "batch", 1: "tokens"}
         return Export(

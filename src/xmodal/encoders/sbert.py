@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel
 
 from xmodal.encoders.base import (
     EncoderInfo,
@@ -95,6 +96,14 @@ class SentenceTransformerEncoder(TextEncoder):
         )
         revision = model_revision(model_id)
         self._key = f"{self.name}@{revision}/max{model.max_seq_length}-l2-v{PREPROCESS_VERSION}"
+
+    @property
+    def transformer(self) -> PreTrainedModel:
+        """The Hugging Face model inside the sentence-transformers wrapper (its first module)."""
+        model = getattr(self.model[0], "auto_model", None)
+        if not isinstance(model, PreTrainedModel):
+            raise TypeError(f"{self.name}: the first module holds no Hugging Face model")
+        return model
 
     @property
     def key(self) -> str:
