@@ -13,8 +13,8 @@ from /proc) before and after the load. Writes the ``serve`` section of docs/benc
 ``--hostile 0.05`` instead runs the load twice on one server, clean and then hostile: in the
 hostile run each request is, with that probability, an expensive ``POST /search/image`` upload
 instead of a text search, cycling through a 101-byte 20,000 x 1 PNG, a 25,000,000 x 1 PNG, a
-25-megapixel 16-bit RGB PNG header (all three refused from their header), a 25-megapixel
-(5000 x 5000) PNG and a 20:1 4,470 x 223 PNG (both within the limits: decoded and encoded).
+25-megapixel 16-bit RGB PNG header, a 4,470 x 223 PNG (20.04:1; these four are refused from
+their header) and a 25-megapixel (5000 x 5000) PNG (within the limits: decoded and encoded).
 Reported per run: text-search p50 / p99, the uploads' answers by status, and the server's peak
 RSS (sampled every second); written to the ``serve-hostile`` section.
 
@@ -127,7 +127,7 @@ def make_index(root: Path, n_items: int, slice_every: int, seed: int) -> tuple[P
 
 
 def expensive_uploads() -> list[tuple[str, bytes]]:
-    """The hostile uploads: three refused from their header, two decoded and encoded."""
+    """The hostile uploads: four refused from their header, one decoded and encoded."""
     import io
 
     from PIL import Image
@@ -375,8 +375,9 @@ One server (`xmodal serve`, default `Limits`: image work on {lim['max_concurrent
 {args.clients} clients each. Clean: text searches only (as in the section above). Hostile: each
 request is, with probability {args.hostile:g}, an expensive `POST /search/image` upload instead,
 in turn a 101-byte 20,000 x 1 PNG, a 25,000,000 x 1 PNG, a 25-megapixel 16-bit RGB PNG header
-(these three are refused with 413 from their header), a 5,000 x 5,000 PNG and a 20:1
-4,470 x 223 PNG (these two are within the limits, so they are decoded and encoded). Latencies
+and a 4,470 x 223 PNG (20.04:1, just over the 20:1 limit) (these four are refused with 413 from
+their header), and a 5,000 x 5,000 PNG (25 megapixels: within the limits, so it is decoded and
+encoded, about 75 MB of pixels each time). Latencies
 are those of the text searches only; server RSS is sampled every second, starting at
 {rss_before:.0f} MB.
 
