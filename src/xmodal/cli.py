@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -18,7 +18,12 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from xmodal import __version__
-from xmodal.errors import XmodalError, require_extra, user_message
+from xmodal.errors import require_extra, user_message
+
+# The choices of xmodal.datasets.OnBad and xmodal.index.OnExists, spelled here so that parsing
+# imports neither package (mypy checks that they stay the same where they are passed on).
+OnBad = Literal["error", "skip"]
+OnExists = Literal["error", "skip", "replace"]
 
 #: Set to 1 to see the traceback of an unexpected error (as ``xmodal --debug ...`` does).
 DEBUG_ENV = "XMODAL_DEBUG"
@@ -217,7 +222,7 @@ def train(
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [default: auto].")] = None,
     on_bad: Annotated[
-        str, typer.Option(help="error: stop at bad input; skip: skip and report it.")
+        OnBad, typer.Option(help="error: stop at bad input; skip: skip and report it.")
     ] = "error",
     cache_dir: Annotated[
         Path | None, typer.Option(help="Feature cache (default $XMODAL_CACHE or ~/.cache/xmodal).")
@@ -239,18 +244,13 @@ def train(
         **_parse_options(train_option, "--train-option"),
         **{k: v for k, v in typed.items() if v is not None},
     }
-    try:
-        run_train = pipeline.train
-        if ddp:
-            from xmodal.pipeline import train_ddp as run_train  # type: ignore[assignment]
-        metrics = run_train(
-            data, out, method, preset=preset, target=target,
-            image_encoder=image_encoder, text_encoder=text_encoder, split=split,
-            method_options=_parse_options(option), train_options=train_options,
-            cache_dir=cache_dir, on_bad=on_bad,
-        )  # fmt: skip
-    except (XmodalError, ValueError, FileNotFoundError) as e:
-        _fail(e)
+    run_train = pipeline.train_ddp if ddp else pipeline.train
+    metrics = run_train(
+        data, out, method, preset=preset, target=target,
+        image_encoder=image_encoder, text_encoder=text_encoder, split=split,
+        method_options=_parse_options(option), train_options=train_options,
+        cache_dir=cache_dir, on_bad=on_bad,
+    )  # fmt: skip
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 reports (and writes) the run
     title = f"{method or preset or 'infonce'} — selected epoch {metrics['best_epoch']}"
@@ -272,7 +272,7 @@ def encode(
     actors: Annotated[int, typer.Option(min=1, help="Encoder actors (one GPU each if any).")] = 2,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (without --ray).")] = "auto",
-    on_bad: Annotated[str, typer.Option(help="error or skip bad input.")] = "error",
+    on_bad: Annotated[OnBad, typer.Option(help="error or skip bad input.")] = "error",
     cache_dir: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
     """Fill the feature cache with a dataset's image and caption features (resumable)."""
@@ -281,15 +281,12 @@ def encode(
     if ray:
         require_extra("ray", needed_by="xmodal encode --ray")
 
-    try:
-        done = encode_collection(
-            data, image_encoder=image_encoder, text_encoder=text_encoder, cache_dir=cache_dir,
-            ray=ray_address if ray else None, shard_size=shard_size, actors=actors,
-            batch_size=batch_size,
-            device=None if device == "auto" else device, on_bad=on_bad,
-        )  # fmt: skip
-    except (XmodalError, ValueError, FileNotFoundError, ImportError) as e:
-        _fail(e)
+    done = encode_collection(
+        data, image_encoder=image_encoder, text_encoder=text_encoder, cache_dir=cache_dir,
+        ray=ray_address if ray else None, shard_size=shard_size, actors=actors,
+        batch_size=batch_size,
+        device=None if device == "auto" else device, on_bad=on_bad,
+    )  # fmt: skip
     for modality, result in done.items():
         console.print(f"{modality}: {result}", highlight=False, soft_wrap=True)
 
@@ -335,11 +332,11 @@ def _index_summary(manifest: Any, index_dir: Path) -> None:
 @index_app.command("build")
 @_report_skips()
 def index_build(
+    data: Annotated[Path, typer.Option(help="Dataset or plain folder of images to index.")],
+    out: Annotated[Path, typer.Option(help="Index folder to write.")],
     run_dir: Annotated[
         Path | None, typer.Argument(help="A trained run (or use --encoder for zero-shot).")
     ] = None,
-    data: Annotated[Path, typer.Option(help="Dataset or plain folder of images to index.")] = ...,  # type: ignore[assignment]
-    out: Annotated[Path, typer.Option(help="Index folder to write.")] = ...,  # type: ignore[assignment]
     encoder: Annotated[
         str | None, typer.Option(help="Zero-shot dual encoder, e.g. open_clip:ViT-B-32.")
     ] = None,
@@ -353,7 +350,7 @@ def index_build(
     ] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    on_bad: Annotated[str, typer.Option(help="error or skip bad input.")] = "error",
+    on_bad: Annotated[OnBad, typer.Option(help="error or skip bad input.")] = "error",
     cache_dir: Annotated[Path | None, typer.Option()] = None,
     ray: Annotated[
         bool, typer.Option("--ray", help="Encode (and with --shards, index) on Ray.")
@@ -371,19 +368,19 @@ def index_build(
     if ray:
         require_extra("ray", needed_by="xmodal index build --ray")
 
-    try:
-        options = dict(
-            encoder=encoder, weights=weights, bits=bits, codes=codes, kind=kind,
-            overwrite=overwrite, cache_dir=cache_dir, device=device, on_bad=on_bad,
-        )  # fmt: skip
-        if ray:
-            from xmodal.distributed.jobs import build_index_ray
+    if ray:
+        from xmodal.distributed.jobs import build_index_ray
 
-            manifest = build_index_ray(run_dir, data, out, ray=ray_address, shards=shards, **options)  # type: ignore[arg-type]
-        else:
-            manifest = build_index(run_dir, data, out, **options)  # type: ignore[arg-type]
-    except (XmodalError, ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
-        _fail(e)
+        manifest = build_index_ray(
+            run_dir, data, out, ray=ray_address, shards=shards, cache_dir=cache_dir,
+            on_bad=on_bad, encoder=encoder, weights=weights, bits=bits, codes=codes, kind=kind,
+            overwrite=overwrite, device=device,
+        )  # fmt: skip
+    else:
+        manifest = build_index(
+            run_dir, data, out, encoder=encoder, weights=weights, bits=bits, codes=codes,
+            kind=kind, overwrite=overwrite, cache_dir=cache_dir, device=device, on_bad=on_bad,
+        )  # fmt: skip
     _index_summary(manifest, out)
 
 
@@ -391,20 +388,19 @@ def index_build(
 @_report_skips()
 def index_add(
     index_dir: Annotated[Path, typer.Argument(help="An index folder.")],
-    data: Annotated[Path, typer.Option(help="Dataset or folder of images to add.")] = ...,  # type: ignore[assignment]
+    data: Annotated[Path, typer.Option(help="Dataset or folder of images to add.")],
     on_exists: Annotated[
-        str, typer.Option(help="Ids already indexed: error, skip or replace.")
+        OnExists, typer.Option(help="Ids already indexed: error, skip or replace.")
     ] = "error",
     device: Annotated[str, typer.Option()] = "auto",
-    on_bad: Annotated[str, typer.Option()] = "error",
+    on_bad: Annotated[OnBad, typer.Option(help="error or skip bad input.")] = "error",
     cache_dir: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
     """Encode new items with the index's own model and add them (a new, atomic version)."""
     from xmodal.index import add_to_index
 
     manifest = add_to_index(
-        index_dir, data, on_exists=on_exists, cache_dir=cache_dir, device=device,  # type: ignore[arg-type]
-        on_bad=on_bad,
+        index_dir, data, on_exists=on_exists, cache_dir=cache_dir, device=device, on_bad=on_bad,
     )  # fmt: skip
     _index_summary(manifest, index_dir)
 
@@ -430,11 +426,8 @@ def index_info(
     """What an index holds (and whether its files are intact)."""
     from xmodal.index import Snapshot
 
-    try:
-        with Snapshot.open(index_dir) as snap:
-            manifest = snap.manifest
-    except (XmodalError, ValueError, FileNotFoundError) as e:
-        _fail(e)
+    with Snapshot.open(index_dir) as snap:
+        manifest = snap.manifest
     if as_json:
         typer.echo(manifest.to_json())
     else:
@@ -479,38 +472,35 @@ def search(
     from xmodal.index import is_index_dir
 
     title = f"“{query}”" if query is not None else f"image {image}"
-    try:
-        if (query is None) == (image is None):
-            raise ValueError("give a text query or --image PATH (one of the two)")
-        if is_index_dir(target):
-            from xmodal.search import Searcher
+    if (query is None) == (image is None):
+        raise ValueError("give a text query or --image PATH (one of the two)")
+    if is_index_dir(target):
+        from xmodal.search import Searcher
 
-            direction = {
-                ("text", "image"): "text_to_image", ("text", "text"): "text_to_text",
-                ("image", "image"): "image_to_image", ("image", "text"): "image_to_text",
-            }.get(("text" if query is not None else "image", to or "image"))  # fmt: skip
-            if direction is None:
-                raise ValueError(f"--to must be image or text, got {to!r}")
-            with Searcher(target) as searcher:
-                results: list[Any] = getattr(searcher, direction)(
-                    query if query is not None else image,
-                    k,
-                    labels=label,
-                    mode=mode,
-                    candidates=candidates,
-                )
-        elif not (target / "config.json").is_file():
-            raise ValueError(
-                f"{target} is neither an index (no CURRENT file) nor a run directory "
-                "(no config.json)"
+        direction = {
+            ("text", "image"): "text_to_image", ("text", "text"): "text_to_text",
+            ("image", "image"): "image_to_image", ("image", "text"): "image_to_text",
+        }.get(("text" if query is not None else "image", to or "image"))  # fmt: skip
+        if direction is None:
+            raise ValueError(f"--to must be image or text, got {to!r}")
+        with Searcher(target) as searcher:
+            results: list[Any] = getattr(searcher, direction)(
+                query if query is not None else image,
+                k,
+                labels=label,
+                mode=mode,
+                candidates=candidates,
             )
-        else:
-            if to not in (None, "image") or label or mode != "float":
-                raise ValueError("--to, --label and --mode need an index, not a run directory")
-            results = _search_run(target, query, image, data, k, cache_dir)
-        rows = [r.to_dict() for r in results]
-    except (XmodalError, ValueError, FileNotFoundError, ImportError) as e:
-        _fail(e)
+    elif not (target / "config.json").is_file():
+        raise ValueError(
+            f"{target} is neither an index (no CURRENT file) nor a run directory "
+            "(no config.json)"
+        )
+    else:
+        if to not in (None, "image") or label or mode != "float":
+            raise ValueError("--to, --label and --mode need an index, not a run directory")
+        results = _search_run(target, query, image, data, k, cache_dir)
+    rows = [r.to_dict() for r in results]
     if html_out is not None:
         from xmodal.search import write_results_html
 
@@ -595,12 +585,9 @@ def serve(
 
     require_extra("fastapi", "uvicorn", needed_by="xmodal serve")
 
-    try:
-        if not is_index_dir(index_dir):
-            raise ValueError(f"{index_dir} is not an xmodal index (no CURRENT file)")
-        token = _read_token(token_env, token_file)
-    except ValueError as e:
-        _fail(e)
+    if not is_index_dir(index_dir):
+        raise ValueError(f"{index_dir} is not an xmodal index (no CURRENT file)")
+    token = _read_token(token_env, token_file)
     _serve(index_dir, host, port, token, device, max_threads, torch_threads)
 
 

@@ -150,7 +150,7 @@ def train(
     parts = {name: encoded.paired(ids) for name, ids in asdict(the_split).items() if ids}
     unpaired = None
     if target is not None:
-        target_ds = target if isinstance(target, Dataset) else load_dataset(target, on_bad=on_bad)  # type: ignore[arg-type]
+        target_ds = target if isinstance(target, Dataset) else load_dataset(target, on_bad=on_bad)
         pools = encode_dataset(
             target_ds, image_encoder, text_enc, cache_dir, str(device), train_cfg.progress
         )

@@ -68,7 +68,7 @@ class _GatherWithGrad(torch.autograd.Function):
     """All-gather along dim 0; backward: all-reduce (sum) the gradient, keep this rank's slice."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous()
         parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, x)
@@ -76,7 +76,7 @@ class _GatherWithGrad(torch.autograd.Function):
         return torch.cat(parts, dim=0)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         start = dist.get_rank() * ctx.rows
@@ -141,4 +141,4 @@ def gather_fields(obj: T) -> T:
     if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
         raise TypeError(f"gather_fields needs a dataclass instance, got {type(obj).__name__}")
     changes = {f.name: _gather_any(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+    return dataclasses.replace(obj, **changes)

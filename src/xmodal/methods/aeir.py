@@ -239,14 +239,14 @@ class AEIR(WrapperMethod[AEIRConfig]):
             self.text_discriminator(grad_reverse(src_txt, cfg.reversal)),
             self.text_discriminator(grad_reverse(tgt_txt, cfg.reversal)),
         )
+        near_i: torch.Tensor | None = None
+        near_t: torch.Tensor | None = None
         if cfg.structure_teacher == "input":
             if batch.target_image is None or batch.target_text is None:
                 raise ValueError("structure_teacher='input' needs the batch's target rows")
             with torch.no_grad():
                 near_i = cosine_similarity_matrix(batch.target_image, batch.image)
                 near_t = cosine_similarity_matrix(batch.target_text, batch.text)
-        else:
-            near_i = near_t = None
         if cfg.structure == "listwise":
             tau, t_tau = cfg.structure_temperature, cfg.structure_teacher_temperature
             st_i = ranking_consistency(tgt_img, src_img, src_txt, tau, near_i, t_tau)

@@ -68,6 +68,12 @@ def canonical_correlation(
 
 @register_method
 class CCA(Method[CCAConfig]):
+    mean_image: torch.Tensor
+    mean_text: torch.Tensor
+    proj_image: torch.Tensor
+    proj_text: torch.Tensor
+    correlations: torch.Tensor
+
     """Linear CCA between image and caption features, fitted in closed form (no training loop)."""
 
     name = "cca"

@@ -537,5 +537,5 @@ def _resize_classifiers(
                 setattr(module, name, None)
             continue
         if current is None or current.weight.shape != weight.shape:
-            device = module.shared.weight.device  # type: ignore[union-attr]
+            device = next(module.parameters()).device
             setattr(module, name, nn.Linear(weight.shape[1], weight.shape[0]).to(device))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TypeVar
 
 import torch
@@ -37,14 +38,15 @@ class DualHeadMethod(Method[C]):
             raise ValueError(
                 f"tower_probe_fraction must be in [0, 1), got {config.tower_probe_fraction}"
             )
-        shared = {
-            "out_dim": config.embed_dim,
-            "hidden": config.hidden,
-            "dropout": config.dropout,
-            "lr_scale": config.tower_lr_scale,
-        }
-        self.image_head = build_tower(config.image_tower, image_dim, **shared)
-        self.text_head = build_tower(config.text_tower, text_dim, **shared)
+        tower = functools.partial(
+            build_tower,
+            out_dim=config.embed_dim,
+            hidden=config.hidden,
+            dropout=config.dropout,
+            lr_scale=config.tower_lr_scale,
+        )
+        self.image_head = tower(config.image_tower, image_dim)
+        self.text_head = tower(config.text_tower, text_dim)
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters of the towers' copied backbone layers (none for ``mlp`` towers)."""

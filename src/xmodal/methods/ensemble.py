@@ -73,14 +73,19 @@ class Ensemble(Method[EnsembleConfig]):
             build_base(self.name, config, image_dim, text_dim) for _ in range(config.members)
         )
 
+    @property
+    def methods(self) -> list[Method[Any]]:
+        """The members, as methods."""
+        return [m for m in self.members if isinstance(m, Method)]
+
     # --- training -------------------------------------------------------------------------
     def prepare(self, data: TrainingData) -> None:
-        for member in self.members:
+        for member in self.methods:
             member.prepare(data)
 
     def stages(self) -> list[Stage]:
         """The base's schedule, each stage optimising that stage's parameters of every member."""
-        per_member = [member.stages() for member in self.members]
+        per_member = [member.stages() for member in self.methods]
         return [
             Stage(
                 first.name,
@@ -92,21 +97,21 @@ class Ensemble(Method[EnsembleConfig]):
         ]
 
     def gathers_global_batch(self) -> bool:
-        return all(member.gathers_global_batch() for member in self.members)
+        return all(member.gathers_global_batch() for member in self.methods)
 
     def forward(self, batch: Batch, stage: str = "main") -> Outputs:
-        parts: tuple[Outputs, ...] = tuple(member(batch, stage) for member in self.members)
-        joined: dict[str, torch.Tensor] = {}
+        parts: tuple[Outputs, ...] = tuple(member(batch, stage) for member in self.methods)
+        image = text = None
         if all(p.image is not None and p.text is not None for p in parts):
-            joined["image"] = self._join([p.embeddings()[0] for p in parts])
-            joined["text"] = self._join([p.embeddings()[1] for p in parts])
-        return Outputs(image_index=batch.image_index, members=parts, **joined)
+            image = self._join([p.embeddings()[0] for p in parts])
+            text = self._join([p.embeddings()[1] for p in parts])
+        return Outputs(image_index=batch.image_index, image=image, text=text, members=parts)
 
     def objective(self, outputs: Outputs, batch: Batch, stage: str = "main") -> Terms:
         """Mean of the members' terms (every term and diagnostic the members report)."""
         each = [
             member.objective(part, batch, stage)
-            for member, part in zip(self.members, outputs.members, strict=True)
+            for member, part in zip(self.methods, outputs.members, strict=True)
         ]
 
         def mean(key: str, part: str) -> torch.Tensor:
@@ -124,10 +129,10 @@ class Ensemble(Method[EnsembleConfig]):
         return torch.cat(parts, dim=1) / math.sqrt(len(parts))
 
     def embed_image(self, features: torch.Tensor) -> torch.Tensor:
-        return self._join([member.embed_image(features) for member in self.members])
+        return self._join([member.embed_image(features) for member in self.methods])
 
     def embed_text(self, features: torch.Tensor) -> torch.Tensor:
-        return self._join([member.embed_text(features) for member in self.members])
+        return self._join([member.embed_text(features) for member in self.methods])
 
     def extra_state_for_run(self) -> dict[str, Any]:
-        return {"members": [member.extra_state_for_run() for member in self.members]}
+        return {"members": [member.extra_state_for_run() for member in self.methods]}

@@ -117,8 +117,8 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
         loc = list(e.get("loc", ()))
         if loc and loc[0] in ("body", "query", "path", "header"):  # where, not what
             loc = loc[1:]
-        loc = ".".join(str(x) for x in loc)
-        parts.append(f"{loc or 'request'}: {e.get('msg', 'invalid')}")
+        where = ".".join(str(x) for x in loc)
+        parts.append(f"{where or 'request'}: {e.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
 
 

@@ -139,7 +139,7 @@ def text_query_model(limits: Limits) -> type[BaseModel]:
             Field("image", description="image: text→image; text: text→text (captions)."),
         ),
         labels=(
-            list[label] | None,  # type: ignore[valid-type]
+            list[label] | None,
             Field(
                 None,
                 min_length=1,

@@ -36,7 +36,8 @@ from xmodal.datasets.record import Record
 from xmodal.index import EncodedItems, IndexFormatError, append_items, delete_items
 from xmodal.index.metadata import ItemMeta
 from xmodal.io import exclusive_lock
-from xmodal.search import Searcher
+from xmodal.search import Mode, Searcher
+from xmodal.search.searcher import Target
 from xmodal.serve.images import ImageDecoder, servable, store_image
 from xmodal.serve.limits import Limits, RequestProblem, check_item_id
 from xmodal.serve.pool import EncodePool
@@ -257,8 +258,8 @@ class Service:
         query: str,
         *,
         k: int = 10,
-        mode: str = "float",
-        target: str = "image",
+        mode: Mode = "float",
+        target: Target = "image",
         labels: Sequence[str] | None = None,
         candidates: int = 1000,
     ) -> dict[str, Any]:
@@ -274,7 +275,7 @@ class Service:
             target,
             mode,
             k,
-            lambda: fn(query, k, labels=labels, mode=mode, candidates=candidates),  # type: ignore[arg-type]
+            lambda: fn(query, k, labels=labels, mode=mode, candidates=candidates),
         )
 
     def search_image(
@@ -283,8 +284,8 @@ class Service:
         data: bytes | None = None,
         item_id: str | None = None,
         k: int = 10,
-        mode: str = "float",
-        target: str = "image",
+        mode: Mode = "float",
+        target: Target = "image",
         labels: Sequence[str] | None = None,
         candidates: int = 1000,
     ) -> dict[str, Any]:
@@ -299,8 +300,9 @@ class Service:
                 _, vectors, codes = self.pool.run(self._embed_upload, data)
                 return vectors, codes
         else:
+            assert item_id is not None  # one of the two is given (checked above)
             snap = self._fresh()
-            meta = self._meta(snap, item_id)  # type: ignore[arg-type]
+            meta = self._meta(snap, item_id)
             col = snap.collections["image"]
             pos = col.positions(np.asarray([meta.id]))
 
@@ -310,11 +312,11 @@ class Service:
         def run() -> list[Any]:
             vectors, codes = query()
             hits = self.searcher.search(
-                target,  # type: ignore[arg-type]
+                target,
                 vectors=vectors,
                 codes=codes,
                 k=k,
-                mode=mode,  # type: ignore[arg-type]
+                mode=mode,
                 labels=labels,
                 candidates=candidates,
             )
