@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from xmodal.datasets import Dataset, OnBad, load_dataset
-from xmodal.distributed.ray_encode import ray_encode
+from xmodal.distributed.ray_encoding import ray_encode
 from xmodal.distributed.sharded import build_sharded
 
 __all__ = [
@@ -46,7 +46,7 @@ def encode_collection(
     """Fill the feature cache with a dataset's image and text features.
 
     With ``ray`` (a cluster address, or ``"local"``) each modality goes through
-    :func:`~xmodal.distributed.ray_encode`; without it through :class:`~xmodal.features.FeatureCache`
+    :func:`~xmodal.distributed.ray_encoding`; without it through :class:`~xmodal.features.FeatureCache`
     in this process. Returns ``{modality: EncodeStats or the array's shape}``.
     """
     from xmodal.features import FeatureCache, default_cache_dir

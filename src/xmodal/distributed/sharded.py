@@ -174,7 +174,7 @@ def _build_with_ray(
 ) -> list[int]:
     import ray
 
-    from xmodal.distributed.ray_encode import _connect
+    from xmodal.distributed.ray_encoding import _connect
 
     _connect(address, None)
     task = ray.remote(num_cpus=1)(_build_one)
