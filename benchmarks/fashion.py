@@ -218,7 +218,7 @@ def _levels(z: Any) -> dict[str, slice]:
 def run_map(
     features: Path, methods: list[str], seeds: range, device: str, out_json: Path, train: dict
 ) -> dict:
-    """Every method x seed on fashion; the JSON is rewritten after every seed."""
+    """Every method x seed on fashion; the JSON is rewritten after every run."""
     z = np.load(features)
     data = parts(z, "fashion")
     levels = _levels(z)
@@ -228,11 +228,12 @@ def run_map(
         "device": device,
         "train": train,
         "sizes": {k: v.n_images for k, v in data.items()},
+        "records": len(z["fashion/part"]),
         "methods": {},
     }
-    for method in methods:
-        rows: dict[str, list[float]] = {}
-        for seed in seeds:
+    for seed in seeds:  # seed-major: a run cut short leaves every method with as many seeds
+        for method in methods:
+            rows: dict[str, list[float]] = results["methods"].setdefault(method, {})
             start = time.perf_counter()
             model, spe = train_one(method, data, seed, device, {}, **train)
             codes = None
@@ -248,7 +249,6 @@ def run_map(
                 f"t2i {rows['articleType/map_t2i'][-1]:.3f} ({rows['seconds'][-1]:.0f} s)",
                 flush=True,
             )
-            results["methods"][method] = rows
             write_json_atomic(out_json, results)
     return results
 
@@ -326,6 +326,10 @@ def run_transfer(
         "machine": machine(),
         "device": device,
         "train": train,
+        "sizes": {
+            name: {k: v.n_images for k, v in split.items()}
+            for name, split in (("flickr8k", source), ("fashion", target))
+        },
         "rows": {},
     }
     first = "source-only (infonce)"
@@ -383,6 +387,18 @@ def merge(results: list[dict]) -> dict:
     return merged
 
 
+#: Records of the full sets (a run on the first N of them says so).
+FASHION_SIZE, FLICKR8K_SIZE = 9583, 8000
+
+
+def _which(n: int, total: int, what: str) -> str:
+    return (
+        f"the {total:,} {what}"
+        if n == total
+        else f"the first {n:,} (by file name) of the {total:,} {what}"
+    )
+
+
 def _n(values: dict[str, list[float]]) -> int:
     return len(values["seconds"])
 
@@ -394,7 +410,7 @@ def map_markdown(results: dict, command: str) -> str:
         "## Real-photo mAP: `fashion` (`benchmarks/fashion.py map`)",
         "",
         f"Command: `{command}`. Machine: {results['machine']}; training on `{results['device']}`. "
-        f"Seeded 80/10/10 split of the 9,583 product photos ({results['sizes']['train']:,} / "
+        f"Seeded 80/10/10 split of {_which(results['records'], FASHION_SIZE, 'product photos')} ({results['sizes']['train']:,} / "
         f"{results['sizes']['val']:,} / {results['sizes']['test']:,} images, one caption each: "
         "the product name), stored in `docs/results/fashion-split.json`. Default encoders "
         "(efficientnet-lite0 1280-d, minilm 384-d), the same frozen features for every row. "
@@ -436,17 +452,22 @@ def map_markdown(results: dict, command: str) -> str:
 
 
 def transfer_markdown(results: dict, command: str) -> str:
-    train = results["train"]
+    train, sizes = results["train"], results["sizes"]
     lines = [
         "## Transfer between real domains: flickr8k -> fashion (`benchmarks/fashion.py transfer`)",
         "",
         f"Command: `{command}`. Machine: {results['machine']}; training on `{results['device']}`. "
-        "Source: the flickr8k official training pairs (6,000 images, 30,000 captions). Target: "
-        "the fashion training images and product names with their pairing thrown away "
-        "(`UnpairedFeatures`). Every row except the oracle is selected on the flickr8k "
-        "validation split (no target pair is seen before scoring); the oracle is `infonce` "
-        "trained and selected on fashion pairs. Scored on the fashion test split (958 images, "
-        f"one caption each; chance rsum ≈ 1.7). {train.get('epochs', 30)} epochs at most, early "
+        f"Source: {_which(sum(sizes['flickr8k'].values()), FLICKR8K_SIZE, 'flickr8k photos')}, "
+        f"official split ({sizes['flickr8k']['train']:,} training images with 5 captions each, "
+        f"{sizes['flickr8k']['val']:,} validation). Target: "
+        f"{_which(sum(sizes['fashion'].values()), FASHION_SIZE, 'fashion photos')}, "
+        "the seeded 80/10/10 split of the fashion section: its "
+        f"{sizes['fashion']['train']:,} training images and product names with their pairing "
+        "thrown away (`UnpairedFeatures`). Every row except the oracle is selected on the "
+        "flickr8k validation split (no target pair is seen before scoring); the oracle is "
+        "`infonce` trained and selected on fashion pairs. Scored on the fashion test split "
+        f"({sizes['fashion']['test']:,} images, one caption each). "
+        f"{train.get('epochs', 30)} epochs at most, early "
         f"stop after {train.get('patience')} without a better validation score. Mean ± std over "
         "the seeds in column *n*; mAP at articleType relevance.",
         "",
