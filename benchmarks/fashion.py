@@ -83,6 +83,11 @@ TRANSFER_ROWS: dict[str, tuple[str, dict, str]] = {
     "source-only (infonce)": ("infonce", {}, "source"),
     "aeir": ("aeir", {}, "source"),
     "selftrain(infonce)": ("selftrain(infonce)", {}, "source"),
+    "selftrain(infonce) top 50% (fixed)": (
+        "selftrain(infonce)",
+        {"top_fraction": 0.5, "min_score": None},
+        "source",
+    ),
     "oracle (infonce on target pairs)": ("infonce", {}, "target"),
 }
 
@@ -353,7 +358,8 @@ def run_transfer(
             else:
                 if method.startswith("selftrain("):
                     options = {"top_fraction": 1.0, **chosen, **options}
-                    scores.setdefault("min_score", []).append(options["min_score"])
+                    if options["min_score"] is not None:
+                        scores.setdefault("min_score", []).append(options["min_score"])
                 args = (method, source, seed, device, options, target_unpaired)
                 model, _ = train_one(*args, **train)
             for k, v in transfer_scores(model, target, n_article, device).items():
@@ -498,14 +504,12 @@ def transfer_markdown(results: dict, command: str) -> str:
         cells = [mean_std(r["target_pairs"], 0)]
         cells += [mean_std(r[f"target_pair_precision@{f}"], 3) for f in (0.1, 0.5, 1.0)]
         cells.append(mean_std(r.get("target_pair_label_agreement", [float("nan")]), 3))
-        if "min_score" in r:
-            kept = [
-                mean_std(r[k], 0 if k == "kept_pairs" else 3) if k in r else "–"
-                for k in ("kept_pairs", "kept_pair_precision@1.0", "kept_pair_label_agreement")
-            ]
-            cells += [mean_std(r["min_score"], 3), *kept]
-        else:
-            cells += ["–"] * 4
+        threshold = mean_std(r["min_score"], 3) if "min_score" in r else "–"
+        keys = ("kept_pairs", "kept_pair_precision@1.0", "kept_pair_label_agreement")
+        cells += [
+            threshold,
+            *(mean_std(r[k], 0 if k == "kept_pairs" else 3) if k in r else "–" for k in keys),
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if source_val:
         lines += [
