@@ -34,6 +34,7 @@ test: install-dev
 # ruff (lint and format) over the tree, mypy over src/xmodal (its settings are in pyproject.toml)
 lint: install-dev
 	$(BIN)/python -m ruff check src tests benchmarks
+	$(BIN)/python -m ruff format --check src tests benchmarks
 	$(BIN)/python -m mypy
 
 bench: install-dev

@@ -69,7 +69,10 @@ CCA_FLICKR8K = {"ridge": 3.0, "power": 0.5}
 VARIANTS: dict[str, tuple[str, dict]] = {
     "cca+val": ("cca", CCA_FLICKR8K),
     "cusa(vse)+tuned": ("cusa(vse)", TUNED_CUSA),
-    "ensemble(cusa(vse))+tuned": ("ensemble(cusa(vse))", {"members": 8, "base_options": TUNED_CUSA}),
+    "ensemble(cusa(vse))+tuned": (
+        "ensemble(cusa(vse))",
+        {"members": 8, "base_options": TUNED_CUSA},
+    ),
 }
 BITS = (16, 32, 64)
 #: What ``encode`` writes unless ``--datasets`` says otherwise.
@@ -283,10 +286,7 @@ def own_codes(
 def has_hash_head(method: str) -> bool:
     from xmodal.methods import get_method_class
 
-    return (
-        "bits"
-        in get_method_class(resolve_row(method)[0]).Config.__dataclass_fields__
-    )
+    return "bits" in get_method_class(resolve_row(method)[0]).Config.__dataclass_fields__
 
 
 def transfer(z: Any, seeds: range, device: str) -> dict[str, list[float]]:
@@ -352,7 +352,9 @@ def run(
                 rows.setdefault(f"flickr/{k}", []).append(v)
             rows.setdefault("flickr/sec_per_epoch", []).append(spe)
             if not with_moji:
-                print(f"{method} seed {seed}: flickr rsum {rows['flickr/rsum'][-1]:.1f}", flush=True)
+                print(
+                    f"{method} seed {seed}: flickr rsum {rows['flickr/rsum'][-1]:.1f}", flush=True
+                )
                 results["methods"][method] = rows
                 write_json_atomic(out_json, results)
                 continue
@@ -432,7 +434,9 @@ def markdown(results: dict, command: str) -> str:
         ]
         cells += [mean_std(r["flickr/map_t2t"], 3), _seconds(r["flickr/sec_per_epoch"])]
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
-    for level in ("group", "subgroup") if any("moji/sec_per_epoch" in r for r in m.values()) else ():
+    for level in (
+        ("group", "subgroup") if any("moji/sec_per_epoch" in r for r in m.values()) else ()
+    ):
         lines += [
             "",
             f"### openmoji mAP@all, {level} relevance (shares a {level}), seeded 80/10/10 split",
@@ -497,7 +501,9 @@ def flickr8k_parts(
     if features is not None:
         towers = {k: v for k, v in method_options.items() if k.endswith("_tower") and v != "mlp"}
         if towers:
-            raise SystemExit(f"--features holds the default encoders' features; {towers} need the cache")
+            raise SystemExit(
+                f"--features holds the default encoders' features; {towers} need the cache"
+            )
         data = memo.setdefault("npz", parts(np.load(features), "flickr8k"))
     else:
         data = _flickr8k_cached(method_options, cache_dir, device, memo)
@@ -913,7 +919,9 @@ def main() -> None:
         "--write-split", type=Path, help="flickr8k: write the rows' split.json (file:PATH) and stop"
     )
     t.add_argument(
-        "--methods", default=None, help="comma-separated rows (default: cca,infonce,vse; flickr8k: all)"
+        "--methods",
+        default=None,
+        help="comma-separated rows (default: cca,infonce,vse; flickr8k: all)",
     )
     t.add_argument("--seeds", type=int, default=3, help="how many seeds to run")
     t.add_argument(
@@ -926,7 +934,9 @@ def main() -> None:
     t.add_argument("--json", type=Path, default=DEFAULT_JSON)
     t.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     t.add_argument("--transfer", action="store_true", help="add the aeir transfer rows")
-    t.add_argument("--command", help="with --merge: the commands that produced the JSONs, for the doc")
+    t.add_argument(
+        "--command", help="with --merge: the commands that produced the JSONs, for the doc"
+    )
     t.add_argument(
         "--merge", type=Path, nargs="+", help="only re-render the doc from these result JSONs"
     )

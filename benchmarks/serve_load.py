@@ -59,7 +59,9 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def make_index(root: Path, n_items: int, slice_every: int, seed: int) -> tuple[Path, list[str], dict]:
+def make_index(
+    root: Path, n_items: int, slice_every: int, seed: int
+) -> tuple[Path, list[str], dict]:
     """Train a small run on an OpenMoji slice; index its emoji plus synthetic items."""
     from xmodal.demo import demo_data_path
     from xmodal.index import EncodedItems, build_index, create_index
@@ -238,7 +240,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--slice-every", type=int, default=10, help="OpenMoji emoji kept: every Nth")
-    ap.add_argument("--server-threads", type=int, default=1, help="torch/OpenMP threads of the server")
+    ap.add_argument(
+        "--server-threads", type=int, default=1, help="torch/OpenMP threads of the server"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-doc", action="store_true", help="Print only; leave docs/benchmarks.md.")
     ap.add_argument("--hostile", type=float, default=0.0,
@@ -309,9 +313,9 @@ Machine: {machine()}; measured {dt.date.today().isoformat()}, load average {load
 start of the load and {load_avg_end:.2f} at the end (the clients, the server and other jobs share
 the cores).
 
-Index: {result['items']:,} items ({built['real']} OpenMoji emoji indexed with a small `infonce` run,
-plus synthetic unit vectors), {result['texts']:,} captions, {result['dim']}-d embeddings,
-{result['bits']}-bit ITQ codes, `auto` index kinds (float: {built['float']}, binary: {built['binary']});
+Index: {result["items"]:,} items ({built["real"]} OpenMoji emoji indexed with a small `infonce` run,
+plus synthetic unit vectors), {result["texts"]:,} captions, {result["dim"]}-d embeddings,
+{result["bits"]}-bit ITQ codes, `auto` index kinds (float: {built["float"]}, binary: {built["binary"]});
 built in {build_s:.0f} s. Server: `xmodal serve` (uvicorn, one process, at most {threads}
 requests at once (`Limits.max_threads`), {args.server_threads} torch thread(s) each) on
 127.0.0.1, read-only. Load: {args.clients} concurrent clients (asyncio + httpx, one keep-alive connection each), `POST /search/text` with k=10, modes
@@ -320,10 +324,10 @@ server with MiniLM and the run's text head), for {args.seconds:g} s.
 
 | requests | requests/s | p50 (ms) | p90 (ms) | p99 (ms) | max (ms) | errors | server RSS before → after (MB) |
 |---:|---:|---:|---:|---:|---:|---:|---|
-| {result['requests']:,} | {result['rps']:.1f} | {result['p50_ms']:.0f} | {result['p90_ms']:.0f} | {result['p99_ms']:.0f} | {result['max_ms']:.0f} | {n_errors} | {rss_before:.0f} → {rss_after:.0f} |
+| {result["requests"]:,} | {result["rps"]:.1f} | {result["p50_ms"]:.0f} | {result["p90_ms"]:.0f} | {result["p99_ms"]:.0f} | {result["max_ms"]:.0f} | {n_errors} | {rss_before:.0f} → {rss_after:.0f} |
 
 Errors counts any non-200 answer, any answer without 10 results and any transport error
-({json.dumps(result['errors']) if n_errors else 'none'}); the server was {'still running' if alive else 'NOT running'}
+({json.dumps(result["errors"]) if n_errors else "none"}); the server was {"still running" if alive else "NOT running"}
 after the load. Latency is client-side (queueing included): with {args.clients} clients and a
 throughput of R requests/s, each request waits about {args.clients}/R s, so p50 ≈ clients ÷ throughput.
 
@@ -368,10 +372,10 @@ def write_hostile(
 
 Command: `nice -n 10 python benchmarks/serve_load.py --items {args.items} --clients {args.clients} --seconds {args.seconds:g} --hostile {args.hostile:g}`.
 Machine: {machine()}; measured {dt.date.today().isoformat()}; load average {load_avg:.2f} before
-the clean run, {hostile['load_avg_end']:.2f} after the hostile one (other jobs share the cores).
+the clean run, {hostile["load_avg_end"]:.2f} after the hostile one (other jobs share the cores).
 
-One server (`xmodal serve`, default `Limits`: image work on {lim['max_concurrent_encodes']} worker threads, at most
-{lim['max_queued_encodes']} image requests queued, {lim['encode_timeout_s']} s encode timeout), two runs of {args.seconds:g} s one after the other,
+One server (`xmodal serve`, default `Limits`: image work on {lim["max_concurrent_encodes"]} worker threads, at most
+{lim["max_queued_encodes"]} image requests queued, {lim["encode_timeout_s"]} s encode timeout), two runs of {args.seconds:g} s one after the other,
 {args.clients} clients each. Clean: text searches only (as in the section above). Hostile: each
 request is, with probability {args.hostile:g}, an expensive `POST /search/image` upload instead,
 in turn a 101-byte 20,000 x 1 PNG, a 25,000,000 x 1 PNG, a 25-megapixel 16-bit RGB PNG header
@@ -386,7 +390,7 @@ are those of the text searches only; server RSS is sampled every second, startin
 {chr(10).join(rows)}
 
 Hostile vs clean: search p99 x{p99_ratio:.2f} (goal: at most 2), peak RSS x{rss_ratio:.2f} (goal:
-at most 1.5). Upload answers: {answers}. The server was {'still running' if alive else 'NOT running'}
+at most 1.5). Upload answers: {answers}. The server was {"still running" if alive else "NOT running"}
 after both runs. Before the decoded-cost limits and the image pool, one 20,000 x 1 upload took
 19.7 s and 5.2 GB, and four in parallel stalled every search for 61 s (issue 11).
 """

@@ -180,7 +180,9 @@ def noise_picture(seed: int, size: tuple[int, int] = (50, 40)) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8))
 
 
-def colour_png(rgb: tuple[int, int, int] = (230, 20, 20), size: tuple[int, int] = (12, 12)) -> bytes:
+def colour_png(
+    rgb: tuple[int, int, int] = (230, 20, 20), size: tuple[int, int] = (12, 12)
+) -> bytes:
     """PNG bytes of a plain square."""
     out = io.BytesIO()
     Image.new("RGB", size, rgb).save(out, format="PNG")

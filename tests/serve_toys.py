@@ -37,7 +37,9 @@ def build_toy_index(root: Path, skip: Sequence[str] = ("purple",)) -> Path:
         Image.new("RGB", (24, 16), rgb).save(data / "images" / f"{name}.png")
         labels = [LABELS[name]] if name in LABELS else []
         caps = [f"a {name} square", f"something {name}"]
-        lines.append(json.dumps({"image": f"images/{name}.png", "captions": caps, "labels": labels}))
+        lines.append(
+            json.dumps({"image": f"images/{name}.png", "captions": caps, "labels": labels})
+        )
     (data / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     weights = toy_weights_file(root / "toy.npy")
     build_index(
@@ -62,7 +64,9 @@ class LiveServer:
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config.setdefault("log_level", "warning")
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, **config))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, **config)
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:

@@ -9,7 +9,9 @@ from xmodal.evaluation import hamming_distance
 from xmodal.index.codes import CodeRotation, fit_rotation
 
 
-def clustered(n: int = 600, d: int = 32, k: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def clustered(
+    n: int = 600, d: int = 32, k: int = 6, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(k, d)) * 3
     labels = rng.integers(0, k, size=n)

@@ -19,8 +19,16 @@ FACADE = {"pipeline", "cli", "serve", "demo"}
 
 #: What each stage may not import (the stages drawn to its right in DESIGN.md).
 FORBIDDEN = {
-    "datasets": {"encoders", "features", "models", "methods", "training", "index", "search",
-                 "distributed"},
+    "datasets": {
+        "encoders",
+        "features",
+        "models",
+        "methods",
+        "training",
+        "index",
+        "search",
+        "distributed",
+    },
     "encoders": {"features", "methods", "training", "index", "search", "distributed"},
     "features": {"methods", "training", "index", "search"},
     "evaluation": {"training", "index", "search", "distributed", "datasets", "encoders"},

@@ -53,9 +53,13 @@ def test_kl_is_zero_exactly_when_the_softmaxes_are_equal() -> None:
 def test_kl_matches_the_formula_with_the_teacher_as_target() -> None:
     g = torch.Generator().manual_seed(1)
     s, t = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
-    assert soft_label_kl(s, t).item() == pytest.approx(_kl_reference(s.numpy(), t.numpy()), rel=1e-5)
+    assert soft_label_kl(s, t).item() == pytest.approx(
+        _kl_reference(s.numpy(), t.numpy()), rel=1e-5
+    )
     # KL(teacher || student), not KL(student || teacher)
-    assert soft_label_kl(s, t).item() != pytest.approx(_kl_reference(t.numpy(), s.numpy()), rel=1e-3)
+    assert soft_label_kl(s, t).item() != pytest.approx(
+        _kl_reference(t.numpy(), s.numpy()), rel=1e-3
+    )
 
 
 def test_kl_gradient_moves_the_student_toward_the_teacher_and_spares_the_teacher() -> None:
@@ -171,7 +175,9 @@ def test_duplicate_images_count_once_and_share_teacher_mass() -> None:
     cross = img @ txt.T / 0.45
     s_ii = xi @ xi.T
     assert s_ii[0, 0] == pytest.approx(s_ii[0, 2])  # both captions of image 0: equal teacher mass
-    assert terms["csa_i2t"].item() == pytest.approx(_kl_reference(cross[keep], s_ii[keep]), rel=1e-4)
+    assert terms["csa_i2t"].item() == pytest.approx(
+        _kl_reference(cross[keep], s_ii[keep]), rel=1e-4
+    )
     # text -> image: columns are the 3 distinct images; image 0's teacher entry averages the
     # text-teacher cosines to its two captions
     s_tt = xt @ xt.T
@@ -179,7 +185,9 @@ def test_duplicate_images_count_once_and_share_teacher_mass() -> None:
     ref = _kl_reference(cross.T[:, keep], t2i_teacher)
     assert terms["csa_t2i"].item() == pytest.approx(ref, rel=1e-4)
     m.config.dedupe_images = False
-    assert m.soft_label_terms(m.base(batch), batch)["csa_i2t"].item() != pytest.approx(terms["csa_i2t"].item())
+    assert m.soft_label_terms(m.base(batch), batch)["csa_i2t"].item() != pytest.approx(
+        terms["csa_i2t"].item()
+    )
 
 
 def test_base_loss_is_unchanged_and_terms_are_added_with_their_weights() -> None:

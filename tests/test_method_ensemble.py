@@ -19,7 +19,9 @@ def _batch(n: int = 16, seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
     images = torch.randn(n, 12, generator=g)
     t2i = torch.arange(n).repeat_interleave(2)
-    text = images[t2i] @ torch.randn(12, 10, generator=g) + 0.1 * torch.randn(2 * n, 10, generator=g)
+    text = images[t2i] @ torch.randn(12, 10, generator=g) + 0.1 * torch.randn(
+        2 * n, 10, generator=g
+    )
     return Batch(images[t2i], text, t2i, torch.arange(2 * n))
 
 

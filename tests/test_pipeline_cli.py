@@ -52,7 +52,9 @@ def test_cli_train_evaluate_search(emoji_slice: Path, cache: Path, tmp_path: Pat
     assert metrics["rsum"] == pytest.approx(sum(metrics[k] for k in metrics if "_r" in k))
     assert json.loads((run / "metrics.json").read_text())["test"] == metrics
 
-    result = runner.invoke(app, ["search", str(run), "face", "--k", "3", "--json", "--cache-dir", str(cache)])
+    result = runner.invoke(
+        app, ["search", str(run), "face", "--k", "3", "--json", "--cache-dir", str(cache)]
+    )
     assert result.exit_code == 0, result.output
     hits = json.loads(result.stdout)
     assert [h["rank"] for h in hits] == [1, 2, 3]
@@ -60,7 +62,9 @@ def test_cli_train_evaluate_search(emoji_slice: Path, cache: Path, tmp_path: Pat
 
 
 def test_cli_reports_bad_input_clearly(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
+    result = runner.invoke(
+        app, ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]
+    )
     assert result.exit_code == 2
     assert "nope" in result.output
     result = runner.invoke(app, ["evaluate", str(tmp_path)])
@@ -70,7 +74,9 @@ def test_cli_reports_bad_input_clearly(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_tfidf_run_reuses_its_fitted_vocabulary(emoji_slice: Path, cache: Path, tmp_path: Path) -> None:
+def test_tfidf_run_reuses_its_fitted_vocabulary(
+    emoji_slice: Path, cache: Path, tmp_path: Path
+) -> None:
     run = tmp_path / "tfidf"
     train(
         emoji_slice, run, "cca", text_encoder="tfidf", split="random:0.6,0.2,0.2",

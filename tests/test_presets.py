@@ -80,7 +80,9 @@ def test_registering_a_taken_name_warns_and_replaces() -> None:
     first = Preset("test-twice", "infonce", {"temperature": 0.05})
     second = Preset("test-twice", "vse", {"margin": 0.1})
     register_preset(first)
-    with pytest.warns(UserWarning, match="preset 'test-twice' was registered by Python.*replaces it"):
+    with pytest.warns(
+        UserWarning, match="preset 'test-twice' was registered by Python.*replaces it"
+    ):
         register_preset(second)
     assert get_preset("test-twice") == second
     with warnings.catch_warnings():

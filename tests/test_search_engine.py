@@ -273,11 +273,17 @@ def test_ivf_pq_reranks_its_candidates_exactly(tmp_path: Path, data) -> None:
     for factor in (0, 10):
         ix = tmp_path / f"ivf{factor}"
         params = {"float": {"nprobe": 64, "rerank_factor": factor}}
-        build_index_from_vectors(ix, records, images, texts, owner, bits=BITS, kind="ivf", params=params)
+        build_index_from_vectors(
+            ix, records, images, texts, owner, bits=BITS, kind="ivf", params=params
+        )
         hits = Searcher(ix).search("image", vectors=q, k=10, mode="float")
-        recall[factor] = np.mean([len(set(h) & set(e)) / 10 for h, e in zip(hits.ids, exact, strict=True)])
+        recall[factor] = np.mean(
+            [len(set(h) & set(e)) / 10 for h, e in zip(hits.ids, exact, strict=True)]
+        )
         if factor:  # re-ranked scores are exact inner products, best first, ties by row
             rows = np.asarray([[int(i) for i in h] for h in hits.ids])
-            np.testing.assert_allclose(hits.scores, np.einsum("qkd,qd->qk", images[rows], q), atol=1e-5)
+            np.testing.assert_allclose(
+                hits.scores, np.einsum("qkd,qd->qk", images[rows], q), atol=1e-5
+            )
             assert np.all(np.diff(hits.scores, axis=1) <= 1e-7)
     assert recall[10] > 0.9 and recall[10] > recall[0] + 0.2, recall

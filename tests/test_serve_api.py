@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'xmodal[serve]'")
+pytest.importorskip(
+    "fastapi", reason="the serve extra is not installed: pip install 'xmodal[serve]'"
+)
 pytest.importorskip("multipart", reason="python-multipart is missing: pip install 'xmodal[serve]'")
 pytest.importorskip("prometheus_client", reason="prometheus-client is missing")
 
@@ -42,7 +44,6 @@ def writable(tmp_path: Path) -> Path:
 def client(index: Path) -> Iterator[TestClient]:
     with TestClient(create_app(index)) as c:
         yield c
-
 
 
 # --- search ---------------------------------------------------------------------------------
@@ -136,7 +137,9 @@ def test_text_search_errors_name_the_problem(client: TestClient, body, status, w
 
 
 def test_malformed_bodies(client: TestClient) -> None:
-    r = client.post("/search/text", content=b"{not json", headers={"content-type": "application/json"})
+    r = client.post(
+        "/search/text", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422 and "JSON" in r.json()["detail"]
     r = client.post("/search/text", content=b'{"query": "\\ud800"}',
                     headers={"content-type": "application/json"})  # fmt: skip
@@ -358,13 +361,14 @@ def test_metrics(index: Path) -> None:
         c.get("/items/images/red.png")
         c.get("/items/../../etc/passwd")
         text = c.get("/metrics").text
-    assert (
-        'xmodal_http_requests_total{method="POST",route="/search/text",status="200"} 1.0' in text
-    )
+    assert 'xmodal_http_requests_total{method="POST",route="/search/text",status="200"} 1.0' in text
     assert 'xmodal_http_requests_total{method="POST",route="/search/text",status="422"} 1.0' in text
     assert 'route="/items/{item_id:path}",status="200"' in text
     assert "passwd" not in text  # routes are templates, never client paths
-    assert 'xmodal_http_request_duration_seconds_bucket{le="0.1",method="POST",route="/search/text"}' in text
+    assert (
+        'xmodal_http_request_duration_seconds_bucket{le="0.1",method="POST",route="/search/text"}'
+        in text
+    )
     assert "xmodal_index_items 5.0" in text and "xmodal_index_version 1.0" in text
     # a second app has its own registry
     with TestClient(create_app(index)) as c:
@@ -445,6 +449,7 @@ def test_cli_serve_reads_the_token_from_the_environment(
     from xmodal.cli import app
 
     calls = []
+
     def run(*a, **kw):
         calls.append((a, kw))
         kw["on_ready"]()

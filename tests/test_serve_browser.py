@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'xmodal[serve]'")
+pytest.importorskip(
+    "fastapi", reason="the serve extra is not installed: pip install 'xmodal[serve]'"
+)
 pytest.importorskip("playwright", reason="playwright is missing (pip install -e '.[dev]')")
 
 from playwright.sync_api import expect, sync_playwright
@@ -32,9 +34,14 @@ ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage",
 ]  # fmt: skip
-ARTIFACTS = Path(
-    os.environ.get("XMODAL_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts")
-) / "serve-browser"
+ARTIFACTS = (
+    Path(
+        os.environ.get(
+            "XMODAL_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"
+        )
+    )
+    / "serve-browser"
+)
 
 
 #: Drops a PNG (base64) onto ``#drop`` the way a browser does: dragenter, dragover, drop, one
@@ -83,7 +90,9 @@ def test_search_upload_click(browser, tmp_path: Path) -> None:
         cards = page.locator("#results li")
         expect(cards).to_have_count(5)
         expect(cards.first).to_contain_text("a red square")
-        expect(cards.first.locator("img")).to_have_attribute("src", "/items/images/red.png/image?size=160")
+        expect(cards.first.locator("img")).to_have_attribute(
+            "src", "/items/images/red.png/image?size=160"
+        )
         # the thumbnail really decodes (waits for the load; fails after the timeout otherwise)
         page.wait_for_function(
             "() => { const i = document.querySelector('#results img');"

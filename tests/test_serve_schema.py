@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'xmodal[serve]'")
+pytest.importorskip(
+    "fastapi", reason="the serve extra is not installed: pip install 'xmodal[serve]'"
+)
 pytest.importorskip("schemathesis", reason="schemathesis is missing (pip install -e '.[dev]')")
 
 import schemathesis

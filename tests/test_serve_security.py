@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'xmodal[serve]'")
+pytest.importorskip(
+    "fastapi", reason="the serve extra is not installed: pip install 'xmodal[serve]'"
+)
 pytest.importorskip("multipart", reason="python-multipart is missing: pip install 'xmodal[serve]'")
 
 from fastapi.testclient import TestClient
@@ -116,7 +118,9 @@ def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header declares ``width`` x ``height`` (with a tiny, bogus body)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\0" * 1024)
@@ -200,14 +204,33 @@ def test_body_limit_stops_reading_early() -> None:
 def test_bad_requests_do_not_hurt_the_index(client: TestClient, index: Path) -> None:
     """A barrage of hostile requests: every one a JSON 4xx, the index intact afterwards."""
     hostile = [
-        ("POST", "/search/text", {"content": b"\xff\xfe\x00garbage", "headers": {"content-type": "application/json"}}),
+        (
+            "POST",
+            "/search/text",
+            {"content": b"\xff\xfe\x00garbage", "headers": {"content-type": "application/json"}},
+        ),
         ("POST", "/search/text", {"json": {"query": "red", "k": 10**30}}),
         ("POST", "/search/text", {"json": {"query": "red", "k": 3.5}}),
         ("POST", "/search/text", {"json": {"query": ["red"]}}),
         ("POST", "/search/text", {"json": [1, 2, 3]}),
-        ("POST", "/search/image", {"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=x"}}),
-        ("POST", "/search/image", {"content": b"nothing", "headers": {"content-type": "multipart/form-data"}}),
-        ("POST", "/search/image", {"files": {"file": ("x.gif", b"GIF89a" + b"\xff" * 100, "image/gif")}}),
+        (
+            "POST",
+            "/search/image",
+            {
+                "content": b"--x\r\nbroken",
+                "headers": {"content-type": "multipart/form-data; boundary=x"},
+            },
+        ),
+        (
+            "POST",
+            "/search/image",
+            {"content": b"nothing", "headers": {"content-type": "multipart/form-data"}},
+        ),
+        (
+            "POST",
+            "/search/image",
+            {"files": {"file": ("x.gif", b"GIF89a" + b"\xff" * 100, "image/gif")}},
+        ),
         ("POST", "/items", {"headers": auth(), "data": {"id": "a.png"}}),
         ("POST", "/items", {"headers": auth(), "files": {"file": ("a.png", png(), "image/png")}}),
         ("GET", "/items/", {}),

@@ -112,7 +112,9 @@ def _parse_options(pairs: list[str] | None, flag: str = "--option") -> dict[str,
 
 class _ErrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        err.print(f"[yellow]warning:[/] {escape(record.getMessage())}", soft_wrap=True, highlight=False)
+        err.print(
+            f"[yellow]warning:[/] {escape(record.getMessage())}", soft_wrap=True, highlight=False
+        )
 
 
 @contextlib.contextmanager
@@ -194,7 +196,9 @@ def train(
     ] = None,
     image_encoder: Annotated[
         str | None,
-        typer.Option(help="Registered image encoder [default: efficientnet-lite0, or what image_tower reads]."),
+        typer.Option(
+            help="Registered image encoder [default: efficientnet-lite0, or what image_tower reads]."
+        ),
     ] = None,
     text_encoder: Annotated[
         str | None,
@@ -262,7 +266,9 @@ def train(
 @_report_skips()
 def encode(
     data: Annotated[Path, typer.Option(help="Dataset folder or file.")],
-    image_encoder: Annotated[str, typer.Option(help="Registered image encoder.")] = "efficientnet-lite0",
+    image_encoder: Annotated[
+        str, typer.Option(help="Registered image encoder.")
+    ] = "efficientnet-lite0",
     text_encoder: Annotated[str, typer.Option(help="Registered text encoder.")] = "minilm",
     ray: Annotated[bool, typer.Option("--ray", help="Encode on a Ray actor pool.")] = False,
     ray_address: Annotated[
@@ -493,8 +499,7 @@ def search(
             )
     elif not (target / "config.json").is_file():
         raise ValueError(
-            f"{target} is neither an index (no CURRENT file) nor a run directory "
-            "(no config.json)"
+            f"{target} is neither an index (no CURRENT file) nor a run directory (no config.json)"
         )
     else:
         if to not in (None, "image") or label or mode != "float":

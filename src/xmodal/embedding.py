@@ -38,7 +38,9 @@ def embed_features(
         out = [
             fn(
                 # np.array copies: cached features are read-only memory maps
-                torch.from_numpy(np.array(features[i : i + batch_size], dtype=np.float32)).to(device)
+                torch.from_numpy(np.array(features[i : i + batch_size], dtype=np.float32)).to(
+                    device
+                )
             )
             .float()
             .cpu()

@@ -172,7 +172,9 @@ def train(
         },
         skipped=summarize_skipped(ds.skipped),
         preset=None if preset is None else str(preset),
-        target=None if target is None else str(target.root if isinstance(target, Dataset) else target),
+        target=None
+        if target is None
+        else str(target.root if isinstance(target, Dataset) else target),
     )
     writer = RunWriter(out, run) if world().is_main else None  # rank 0 writes the run
     if writer is not None:

@@ -226,9 +226,14 @@ _REASONS = (
     ("unreadable image", re.compile(r"not a readable image|corrupt or truncated")),
     ("no caption left", re.compile(r"no valid caption left")),
     ("not UTF-8", re.compile(r"not valid UTF-8")),
-    ("malformed entry", re.compile(r"malformed JSON|expected a JSON object|expected \d+ columns|"
-                                   r"missing the 'image' field|needs |must be a list|"
-                                   r"must be a non-empty string")),
+    (
+        "malformed entry",
+        re.compile(
+            r"malformed JSON|expected a JSON object|expected \d+ columns|"
+            r"missing the 'image' field|needs |must be a list|"
+            r"must be a non-empty string"
+        ),
+    ),
     ("duplicate id", re.compile(r"duplicated image|repeats image")),
     ("path outside the data folder", re.compile(r"must stay inside|must be relative")),
     ("non-finite features", re.compile(r"non-finite")),

@@ -116,6 +116,7 @@ def cost_problem(im: Image.Image, limits: ImageLimits) -> str | None:
         )
     return None
 
+
 #: File suffixes (lower case) treated as images when a folder is scanned.
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}

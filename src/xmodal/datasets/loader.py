@@ -153,7 +153,11 @@ def _dispatch(
             f"option(s) {', '.join(sorted(unknown))} not accepted by the {fmt} reader "
             f"(accepted: {', '.join(sorted(_OPTIONS[fmt])) or 'none'})"
         )
-    common: dict[str, Any] = {"on_bad": on_bad, "max_pixels": max_pixels, "check_images": check_images}
+    common: dict[str, Any] = {
+        "on_bad": on_bad,
+        "max_pixels": max_pixels,
+        "check_images": check_images,
+    }
     if fmt == "jsonl":
         return read_jsonl(path, name=name, **common)
     if fmt == "folder":

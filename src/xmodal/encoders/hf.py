@@ -90,7 +90,9 @@ class HFDualModel:
             )
         model.eval().requires_grad_(False)
         self.model = model.to(self.device)
-        self.image_processor = load_from_hub(self.name, model_id, AutoImageProcessor.from_pretrained)
+        self.image_processor = load_from_hub(
+            self.name, model_id, AutoImageProcessor.from_pretrained
+        )
         self.tokenizer = load_from_hub(self.name, model_id, AutoTokenizer.from_pretrained)
         self.model_type = str(getattr(model.config, "model_type", "unknown"))
         text_cfg = getattr(model.config, "text_config", model.config)
@@ -103,7 +105,9 @@ class HFDualModel:
             f"{self.name}@{model_revision(model_id)}"
             f"/pp-{hashlib.sha256(pp.encode()).hexdigest()[:8]}-{tok}-l2-v{PREPROCESS_VERSION}"
         )
-        self.weights_source = f"local folder {model_id}" if is_local(model_id) else f"HF hub {model_id}"
+        self.weights_source = (
+            f"local folder {model_id}" if is_local(model_id) else f"HF hub {model_id}"
+        )
 
     @torch.inference_mode()
     def _probe_dim(self) -> int:

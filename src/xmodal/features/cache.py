@@ -250,9 +250,7 @@ class FeatureCache:
         npy.parent.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(npy.with_suffix(".lock")):
             manifest = self._valid_manifest(npy, encoder.key, modality, fingerprint)
-            stale = (
-                None if manifest is None else self.stale_rows(dataset, npy, manifest, modality)
-            )
+            stale = None if manifest is None else self.stale_rows(dataset, npy, manifest, modality)
             if stale is not None and stale.size == 0:  # filled meanwhile
                 return np.load(npy, mmap_mode="r")
             if stale is not None and stale.size < len(dataset):
@@ -340,7 +338,6 @@ class FeatureCache:
             npy, encoder, modality, dataset, fingerprint, len(inputs), encoder.dim,
             time.perf_counter() - start_time, out.resumed_from,
         )  # fmt: skip
-
 
     def _update_rows(
         self,

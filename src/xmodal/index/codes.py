@@ -46,7 +46,9 @@ class CodeRotation:
         """``[n, d]`` float embeddings -> ``[n, bits]`` int8 codes in {-1, +1} (0 maps to +1)."""
         x = np.asarray(embeddings, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.mean.shape[0]:
-            raise ValueError(f"expected embeddings of shape [n, {self.mean.shape[0]}], got {x.shape}")
+            raise ValueError(
+                f"expected embeddings of shape [n, {self.mean.shape[0]}], got {x.shape}"
+            )
         return np.where((x - self.mean) @ self.projection >= 0, 1, -1).astype(np.int8)
 
     def save(self, path: str | Path | BinaryIO) -> None:

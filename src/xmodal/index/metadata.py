@@ -176,7 +176,6 @@ class _Queries:
         return [r[0] for r in self._query("SELECT DISTINCT label FROM labels ORDER BY label")]
 
 
-
 class MetadataReader(_Queries, Closing):
     """Read-only access to one committed version's database (thread-safe; a context manager
     that closes it)."""

@@ -471,7 +471,9 @@ class IndexWriter:
             return
         needed = self._space_needed()
         self.abort()
-        raise StorageFullError(self.index_dir, needed, "the previous version is untouched") from error
+        raise StorageFullError(
+            self.index_dir, needed, "the previous version is untouched"
+        ) from error
 
     def _space_needed(self) -> int:
         """About what a new version takes: the bytes staged before the disk filled (hard links

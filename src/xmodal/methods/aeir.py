@@ -115,7 +115,10 @@ class AEIRConfig(WrappedConfig):
             raise ValueError(
                 f"structure_teacher must be 'embedding' or 'input', got {self.structure_teacher!r}"
             )
-        if self.structure_teacher_temperature is not None and self.structure_teacher_temperature <= 0:
+        if (
+            self.structure_teacher_temperature is not None
+            and self.structure_teacher_temperature <= 0
+        ):
             raise ValueError(
                 "structure_teacher_temperature must be > 0 (or None), got "
                 f"{self.structure_teacher_temperature}"

@@ -59,8 +59,12 @@ def canonical_correlation(
     xc, yc = x - mx, y - my
     n = x.shape[0] - 1
     cxx, cyy, cxy = xc.T @ xc / n, yc.T @ yc / n, xc.T @ yc / n
-    cxx += ridge * cxx.diagonal().mean() * torch.eye(cxx.shape[0], dtype=cxx.dtype, device=cxx.device)
-    cyy += ridge * cyy.diagonal().mean() * torch.eye(cyy.shape[0], dtype=cyy.dtype, device=cyy.device)
+    cxx += (
+        ridge * cxx.diagonal().mean() * torch.eye(cxx.shape[0], dtype=cxx.dtype, device=cxx.device)
+    )
+    cyy += (
+        ridge * cyy.diagonal().mean() * torch.eye(cyy.shape[0], dtype=cyy.dtype, device=cyy.device)
+    )
     wx, wy = _inv_sqrt(cxx), _inv_sqrt(cyy)
     u, s, vh = torch.linalg.svd(wx @ cxy @ wy, full_matrices=False)
     return mx, my, wx @ u[:, :k], wy @ vh[:k].T, s[:k]

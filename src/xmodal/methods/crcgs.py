@@ -396,7 +396,12 @@ class CRCGS(Method[CRCGSConfig]):
             text=e_txt,
             image_codes=h_img,
             text_codes=h_txt,
-            extra={"student_image": u, "student_text": v, "teacher_image": t_img, "teacher_text": t_txt},
+            extra={
+                "student_image": u,
+                "student_text": v,
+                "teacher_image": t_img,
+                "teacher_text": t_txt,
+            },
         )
 
     def _main_objective(self, outputs: Outputs, batch: Batch) -> Terms:

@@ -315,8 +315,10 @@ class CUSA(WrapperMethod[CUSAConfig]):
             terms = terms.scaled(1.0 / outputs.image_index.shape[0])  # the (global) batch size
         soft = self.soft_label_terms(outputs, batch)
         csa, usa = soft.pop("csa"), soft.pop("usa")
-        return terms.add("csa", csa, cfg.csa_weight).add("usa", usa, cfg.usa_weight).log(
-            base_loss=base_loss, **soft
+        return (
+            terms.add("csa", csa, cfg.csa_weight)
+            .add("usa", usa, cfg.usa_weight)
+            .log(base_loss=base_loss, **soft)
         )
 
     def extra_state_for_run(self) -> dict[str, Any]:

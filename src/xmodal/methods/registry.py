@@ -37,7 +37,9 @@ def register_method(cls: type[Method]) -> type[Method]:
     """
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
-    return add_named(_METHODS, cls.name, cls, "method", lambda c: f"{c.__module__}.{c.__qualname__}")
+    return add_named(
+        _METHODS, cls.name, cls, "method", lambda c: f"{c.__module__}.{c.__qualname__}"
+    )
 
 
 def _load_builtin() -> None:

@@ -24,7 +24,14 @@ from xmodal.index.kinds import Family
 from xmodal.index.snapshot import Collection
 from xmodal.search.ranking import best_first, top_k
 
-__all__ = ["EXACT_FILTER_MAX", "MODES", "Mode", "rerank_exact", "rerank_factor", "search_collection"]
+__all__ = [
+    "EXACT_FILTER_MAX",
+    "MODES",
+    "Mode",
+    "rerank_exact",
+    "rerank_factor",
+    "search_collection",
+]
 
 Mode = Literal["float", "hamming", "two-stage"]
 MODES = ("float", "hamming", "two-stage")
@@ -135,7 +142,9 @@ def search_collection(
     dist, pos = top_k(dist, pos, dist.shape[1], higher_better=False)
     dist = np.where(pos < 0, -1, dist).astype(np.int32, copy=False)
     if mode == "hamming":
-        scores = np.where(pos < 0, -np.inf, (-dist).astype(np.float32)).astype(np.float32)  # 0, not -0
+        scores = np.where(pos < 0, -np.inf, (-dist).astype(np.float32)).astype(
+            np.float32
+        )  # 0, not -0
         return pos, scores, dist
     assert vectors is not None
     return rerank_exact(col, vectors, pos, k, dist)

@@ -255,7 +255,9 @@ def create_app(
         """An item's image file, or a PNG thumbnail of it with ``size``."""
         headers = {"Cache-Control": "private, max-age=300"}
         if size is not None:
-            return Response(service.thumbnail(item_id, size), media_type="image/png", headers=headers)
+            return Response(
+                service.thumbnail(item_id, size), media_type="image/png", headers=headers
+            )
         path = service.image_file(item_id)
         return FileResponse(path, media_type=media_type(path), headers=headers)
 

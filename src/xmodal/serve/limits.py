@@ -134,7 +134,8 @@ def check_item_id(item_id: str, limits: Limits) -> str:
         raise RequestProblem(400, "item id is empty")
     if len(item_id) > limits.max_id_chars:
         raise RequestProblem(
-            400, f"item id is {len(item_id)} characters long, over the limit of {limits.max_id_chars}"
+            400,
+            f"item id is {len(item_id)} characters long, over the limit of {limits.max_id_chars}",
         )
     if _CONTROL.search(item_id):
         raise RequestProblem(400, "item id contains control characters (NUL, newline, ...)")

@@ -152,4 +152,3 @@ def text_query_model(limits: Limits) -> type[BaseModel]:
             Field(1000, ge=1, le=limits.max_candidates, description="Two-stage candidates."),
         ),
     )
-
