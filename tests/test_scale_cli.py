@@ -71,7 +71,7 @@ def test_cli_train_ddp_under_torchrun(emoji40: Path, cache: Path, tmp_path: Path
     # one run directory, written by rank 0 alone (a second writer would add an epoch line)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tmp"]
     assert sorted(p.name for p in run.iterdir()) == [
-        "config.json", "history.jsonl", "metrics.json", "model.pt", "split.json",
+        "checksums.json", "config.json", "history.jsonl", "metrics.json", "model.pt", "split.json",
         "text_encoder.state", "training.png",
     ]  # fmt: skip
     history = (run / "history.jsonl").read_text(encoding="utf-8").splitlines()
