@@ -28,6 +28,8 @@ test: install-dev
 		(apt-get install -y -q chromium >/dev/null 2>&1 || \
 		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1))) || true
 	$(BIN)/python -m ruff check src tests benchmarks
+	$(BIN)/python -m ruff format --check src tests benchmarks
+	$(BIN)/python -m mypy
 	@# CI reaches no model hub: tests load packaged models and tiny ones they write themselves
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
