@@ -173,3 +173,21 @@ def test_cli_lists_presets_and_rejects_bad_options_before_any_work(tmp_path: Pat
     result = runner.invoke(app, [*base, "--preset", "cusa-vse-tuned", "--method", "vse"])
     assert result.exit_code == 2 and "leave the method out" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_cca_flickr8k_preset_fits_cca_with_its_options(openmoji, tmp_path) -> None:
+    """The preset chosen on Flickr8K val trains on a small real slice with its own options, and
+    its embeddings are those of ``cca`` built with ridge 3 and power 0.5 directly."""
+    import json
+
+    from xmodal.pipeline import train
+
+    data = openmoji(step=40)
+    a = train(data, tmp_path / "preset", preset="cca-flickr8k",
+              train_options={"device": "cpu", "progress": False})  # fmt: skip
+    b = train(data, tmp_path / "direct", "cca", method_options={"ridge": 3.0, "power": 0.5},
+              train_options={"device": "cpu", "progress": False})  # fmt: skip
+    config = json.loads((tmp_path / "preset" / "config.json").read_text())
+    assert config["method"] == "cca"
+    assert config["method_options"]["ridge"] == 3.0 and config["method_options"]["power"] == 0.5
+    assert a["val"] == b["val"] and a["val"]["rsum"] > 0
