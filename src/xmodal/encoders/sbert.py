@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel
 
 from xmodal.encoders.base import (
     EncoderInfo,
@@ -26,6 +25,9 @@ from xmodal.encoders.base import (
     resolve_device,
 )
 from xmodal.encoders.hub import is_local, load_from_hub, model_revision
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["SentenceTransformerEncoder", "weights_file"]
 
@@ -101,6 +103,8 @@ class SentenceTransformerEncoder(TextEncoder):
     def transformer(self) -> PreTrainedModel:
         """The Hugging Face model inside the sentence-transformers wrapper (its first module)."""
         model = getattr(self.model[0], "auto_model", None)
+        from transformers import PreTrainedModel
+
         if not isinstance(model, PreTrainedModel):
             raise TypeError(f"{self.name}: the first module holds no Hugging Face model")
         return model
