@@ -69,9 +69,11 @@ def test_preprocessing_is_tf_style(encoder: EfficientNetLite0Encoder) -> None:
     # bicubic, then the centre 224 x 224 window.
     resized = np.asarray(img.resize((384, 256), Image.Resampling.BICUBIC))
     top, left = round((256 - 224) / 2), round((384 - 224) / 2)
-    np.testing.assert_array_equal(
-        x.permute(1, 2, 0).numpy(), resized[top : top + 224, left : left + 224]
+    # (only the window is resampled, so PIL's fixed-point rounding may differ by a level or two)
+    diff = np.abs(
+        x.permute(1, 2, 0).numpy().astype(int) - resized[top : top + 224, left : left + 224]
     )
+    assert diff.max() <= 2 and (diff > 0).mean() < 1e-3
     normalised = encoder._prepare(x[None])
     assert normalised.is_contiguous(memory_format=torch.channels_last)
     assert float(normalised.min()) >= -127 / 128 and float(normalised.max()) <= 128 / 128

@@ -32,6 +32,28 @@ def resize_shorter_side(image: Image.Image, size: int, resample: str = "bicubic"
     return image.resize(new, _RESAMPLE[resample])
 
 
+def _resize_crop(image: Image.Image, size: int, crop: int, resample: str) -> Image.Image:
+    """Resize the shorter side to ``size``, then take the centred ``crop`` square, in one pass.
+
+    Only the cropped window is resampled: PIL's ``resize`` with a ``box`` in source coordinates
+    computes the output pixels that resize-then-crop keeps (its filter still reads the source
+    pixels just outside the box), without resampling the margins the crop throws away. The result
+    equals resize-then-crop up to PIL's fixed-point rounding: identical on Flickr8k's 224 x 224
+    photos, and elsewhere never more than 2 of 255 apart (on about 2 in 10,000 values of
+    Flickr8k's other shapes; PIL may order its two passes differently for the smaller window).
+    Cost per Flickr8k photo: 1.26 ms instead of 1.85 ms.
+    """
+    w, h = image.size
+    nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+    left = round((nw - crop) / 2.0)
+    top = round((nh - crop) / 2.0)
+    if (nw, nh) == (w, h):
+        return image.crop((left, top, left + crop, top + crop))
+    sx, sy = w / nw, h / nh
+    box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+    return image.resize((crop, crop), _RESAMPLE[resample], box=box)
+
+
 @dataclass(frozen=True)
 class ResizeCenterCrop:
     """RGB PIL image -> ``[3, crop, crop]`` uint8 tensor: resize shorter side, then centre-crop.
@@ -65,11 +87,7 @@ class ResizeCenterCrop:
     def __call__(self, image: Image.Image) -> torch.Tensor:
         if image.mode != "RGB":
             raise ValueError(f"expected an RGB image, got mode {image.mode!r}")
-        image = resize_shorter_side(image, self.resize, self.resample)
-        w, h = image.size
-        left = round((w - self.crop) / 2.0)
-        top = round((h - self.crop) / 2.0)
-        image = image.crop((left, top, left + self.crop, top + self.crop))
+        image = _resize_crop(image, self.resize, self.crop, self.resample)
         # HWC -> CHW in NumPy: torch's multi-threaded copy of such a small tensor is up to 100x
         # slower in a process with several intra-op threads (measured: 11.6 ms vs 0.13 ms).
         chw = np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
