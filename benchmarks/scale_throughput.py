@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -126,6 +127,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -155,8 +157,8 @@ of the timed repeats. Encoding: OpenMoji PNGs through `encode_images` (decode + 
 efficientnet-lite0, no loader workers) and their captions through MiniLM. Index build: rows/s
 added to one 256-d index ({args.rows:,} unit vectors; IVF-PQ training timed separately), as one
 `build_sharded` shard does. Train step: forward + backward + AdamW of a 1280/384-d → 256-d
-method, 128 pairs per step. The machine was shared with other jobs, so treat these as lower
-bounds. How these figures become a cluster estimate: docs/scaling.md.
+method, 128 pairs per step. Load average (1 min) at the start {load_at_start:.2f}, at the end
+{os.getloadavg()[0]:.2f}: other jobs on the machine lower these figures. How these figures become a cluster estimate: docs/scaling.md.
 {gpu_note}
 """ + "\n".join(lines)
     print(md)
