@@ -304,7 +304,8 @@ def main() -> None:
     )  # fmt: skip
     print(json.dumps(result, indent=2))
     n_errors = sum(result["errors"].values())
-    trace = " → ".join(f"{mb:.0f}" for _, mb in result["rss_trace"][::2])
+    # the sampler reads the RSS once a second; the doc shows one sample per 10 s
+    trace = " → ".join(f"{mb:.0f}" for _, mb in result["rss_trace"][::10])
     threads = health["limits"]["max_threads"]
     md = f"""## HTTP service under load (`benchmarks/serve_load.py`)
 
