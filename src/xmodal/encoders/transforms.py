@@ -18,6 +18,12 @@ _RESAMPLE = {
 }
 
 
+def _shorter_side_size(w: int, h: int, size: int) -> tuple[int, int]:
+    """``(width, height)`` with the shorter side ``size`` and the longer ``int(size * long /
+    short)`` (truncated), as torchvision's ``Resize(size)``."""
+    return (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+
+
 def resize_shorter_side(image: Image.Image, size: int, resample: str = "bicubic") -> Image.Image:
     """Resize so the shorter side is ``size`` pixels, keeping the aspect ratio.
 
@@ -26,7 +32,7 @@ def resize_shorter_side(image: Image.Image, size: int, resample: str = "bicubic"
     if resample not in _RESAMPLE:
         raise ValueError(f"unknown resample {resample!r}; known: {', '.join(sorted(_RESAMPLE))}")
     w, h = image.size
-    new = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+    new = _shorter_side_size(w, h, size)
     if new == (w, h):
         return image
     return image.resize(new, _RESAMPLE[resample])
@@ -44,7 +50,7 @@ def _resize_crop(image: Image.Image, size: int, crop: int, resample: str) -> Ima
     Cost per Flickr8k photo: 1.26 ms instead of 1.85 ms.
     """
     w, h = image.size
-    nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+    nw, nh = _shorter_side_size(w, h, size)
     left = round((nw - crop) / 2.0)
     top = round((nh - crop) / 2.0)
     if (nw, nh) == (w, h):
