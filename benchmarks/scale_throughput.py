@@ -158,7 +158,8 @@ efficientnet-lite0, no loader workers) and their captions through MiniLM. Index 
 added to one 256-d index ({args.rows:,} unit vectors; IVF-PQ training timed separately), as one
 `build_sharded` shard does. Train step: forward + backward + AdamW of a 1280/384-d → 256-d
 method, 128 pairs per step. Load average (1 min) at the start {load_at_start:.2f}, at the end
-{os.getloadavg()[0]:.2f}: other jobs on the machine lower these figures. How these figures become a cluster estimate: docs/scaling.md.
+{os.getloadavg()[0]:.2f}: other jobs on the machine lower these figures. How these figures
+become a cluster estimate: docs/scaling.md.
 {gpu_note}
 """ + "\n".join(lines)
     print(md)
