@@ -94,6 +94,21 @@ def test_encode_once_then_memory_map(tmp_path: Path) -> None:
     assert [e.encoder for e in cache.entries()] == ["tiny-color/v1"]
 
 
+def test_one_batch_decodes_in_process_and_workers_give_the_same_rows(tmp_path: Path) -> None:
+    """A single batch forks no worker (it could overlap nothing); several batches use workers
+    up to the batch count, and the features equal those decoded in this process."""
+    from xmodal.encoders import image_loader
+
+    paths = [r.image for r in make_dataset(tmp_path / "data").records]  # 7 images
+    enc = TinyColorEncoder()
+    assert image_loader(enc, paths, batch_size=64, num_workers=4).num_workers == 0
+    assert image_loader(enc, paths, batch_size=3, num_workers=4).num_workers == 3
+    assert image_loader(enc, paths, batch_size=3, num_workers=2).num_workers == 2
+    in_process = encode_images(enc, paths, batch_size=3, num_workers=0, progress=False)
+    workers = encode_images(enc, paths, batch_size=3, num_workers=2, progress=False)
+    np.testing.assert_array_equal(in_process, workers)
+
+
 def test_text_rows_are_flattened_captions(tmp_path: Path) -> None:
     ds = make_dataset(tmp_path / "data")
     cache = FeatureCache(tmp_path / "cache")

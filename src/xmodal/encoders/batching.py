@@ -119,14 +119,17 @@ def image_loader(
     """The ordered :class:`~torch.utils.data.DataLoader` that :func:`iter_image_features` consumes.
 
     ``num_workers`` defaults to :func:`default_num_workers` and is capped at the number of
-    batches; memory is pinned when the encoder runs on CUDA; workers are not persistent.
+    batches; a single batch is decoded in this process (a worker could overlap nothing with it
+    and would only add a fork of a process that may be running threads). Memory is pinned when
+    the encoder runs on CUDA; workers are not persistent.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     workers = default_num_workers() if num_workers is None else num_workers
     if workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-    workers = min(workers, -(-len(paths) // batch_size))
+    batches = -(-len(paths) // batch_size)
+    workers = min(workers, batches) if batches > 1 else 0
     return DataLoader(
         ImageFiles(paths, encoder.transform),
         batch_size=batch_size,
