@@ -54,6 +54,8 @@ def test_a_user_file_is_a_preset_and_bad_files_name_themselves(tmp_path: Path) -
         ('{"method": "vse", "method_options": {"margn": 0.3}}', "did you mean 'margin'"),
         ('{"method": "vse", "train_options": {"patience": "soon"}}', "patience='soon'"),
         ('{"method": "nope"}', "unknown method"),
+        ('{"method": "cca", "image_encoder": "efficientnet-lite9"}', "unknown image encoder"),
+        ('{"method": "cca", "text_encoder": 3}', "must be an encoder name"),
     ):
         bad = tmp_path / "bad.json"
         bad.write_text(body)
@@ -65,13 +67,13 @@ def test_a_user_file_is_a_preset_and_bad_files_name_themselves(tmp_path: Path) -
 
 
 def test_explicit_options_override_the_preset_key_by_key() -> None:
-    method, options, train = resolve_preset(
-        "cusa-vse-tuned", None, {"csa_weight": 0.5}, {"patience": 2, "epochs": 3}
-    )
-    assert method == "cusa(vse)"
-    assert options == {**get_preset("cusa-vse-tuned").method_options, "csa_weight": 0.5}
-    assert train == {"patience": 2, "epochs": 3}
-    assert resolve_preset(None, None) == ("infonce", {}, {})
+    run = resolve_preset("cusa-vse-tuned", None, {"csa_weight": 0.5}, {"patience": 2, "epochs": 3})
+    assert run.method == "cusa(vse)" and run.name == "cusa-vse-tuned"
+    assert run.method_options == {**get_preset("cusa-vse-tuned").method_options, "csa_weight": 0.5}
+    assert run.train_options == {"patience": 2, "epochs": 3}
+    plain = resolve_preset(None, None)
+    assert (plain.method, plain.method_options, plain.train_options) == ("infonce", {}, {})
+    assert (plain.image_encoder, plain.text_encoder) == (None, None)
     with pytest.raises(ValueError, match="trains 'cusa\\(vse\\)'"):
         resolve_preset("cusa-vse-tuned", "infonce")
 
@@ -161,6 +163,7 @@ def test_cli_lists_presets_and_rejects_bad_options_before_any_work(tmp_path: Pat
     result = runner.invoke(app, ["list"])
     assert "methods:" in result.output and "presets:" in result.output
     assert "float index kinds:" in result.output
+    assert "A+B: the parts' unit-length features side by side" in result.output
     result = runner.invoke(app, ["list", "things"])
     assert result.exit_code == 2 and "methods, encoders, kinds, presets or all" in result.output
     base = ["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")]

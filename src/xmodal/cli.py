@@ -650,6 +650,8 @@ def list_registered(
                 table.add_column(column)
             for name, info in rows:
                 table.add_row(name, str(info.dim), info.runtime, info.weights)
+            if modality == "image":
+                table.caption = "A+B: the parts' unit-length features side by side"
             console.print(table)
     if what in ("all", "kinds"):
         from xmodal.index.kinds import kind_names
@@ -661,8 +663,9 @@ def list_registered(
 
         console.print("[bold]presets:[/]")
         for p in [get_preset(name) for name in list_presets()]:
+            uses = ", ".join(e for e in (p.method, p.image_encoder, p.text_encoder) if e)
             console.print(
-                f"  [bold]{p.name}[/] ({p.method}): {escape(p.description)}",
+                f"  [bold]{p.name}[/] ({escape(uses)}): {escape(p.description)}",
                 highlight=False,
                 soft_wrap=True,
             )

@@ -105,16 +105,20 @@ def train(
     stored in ``out/split.json``; the checkpoint is selected on the validation split. Returns the
     run's ``metrics.json`` content (validation metrics of the selected checkpoint).
 
-    Encoders left at ``None`` are the defaults (``efficientnet-lite0``, ``minilm``), or the
-    intermediate-layer features a fine-tuned tower reads (``image_tower="efficientnet-top2"``
-    needs ``efficientnet-lite0.blocks-14``; see :func:`xmodal.models.tower_encoder`).
+    Encoders left at ``None`` are the preset's, else the defaults (``efficientnet-lite0``,
+    ``minilm``), or the intermediate-layer features a fine-tuned tower reads
+    (``image_tower="efficientnet-top2"`` needs ``efficientnet-lite0.blocks-14``; see
+    :func:`xmodal.models.tower_encoder`).
 
     Inside a ``torch.distributed`` process group (``torchrun``, :func:`xmodal.distributed.train_ddp`)
     every process trains, but only rank 0 writes ``out`` (config, split, fitted text encoder,
     history, checkpoints, metrics); the other ranks return the same metrics and write no files
     (the shared feature cache aside).
     """
-    method, options, train_values = resolve_preset(preset, method, method_options, train_options)
+    chosen = resolve_preset(preset, method, method_options, train_options)
+    method, options, train_values = chosen.method, dict(chosen.method_options), chosen.train_options
+    image_encoder = image_encoder or chosen.image_encoder
+    text_encoder = text_encoder or chosen.text_encoder
     needs_target = requires_target(method)
     if needs_target and target is None:
         raise ValueError(

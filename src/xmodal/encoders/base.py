@@ -34,6 +34,7 @@ __all__ = [
     "EncoderInfo",
     "ImageEncoder",
     "TextEncoder",
+    "check_encoder_name",
     "check_texts",
     "describe_encoders",
     "file_digest",
@@ -265,10 +266,41 @@ def _lookup(
     raise ValueError(f"unknown {kind} encoder {name!r}; known: {known}")
 
 
+def check_encoder_name(modality: str, name: str) -> None:
+    """Check that ``name`` resolves to a registered ``"image"`` or ``"text"`` encoder, without
+    building it (nothing is loaded).
+
+    Raises:
+        ValueError: unknown modality or name (the message lists the known names).
+    """
+    from xmodal.encoders.concat import part_names
+
+    tables: dict[str, dict[str, Callable[..., Any]]] = {
+        "image": _IMAGE_ENCODERS,
+        "text": _TEXT_ENCODERS,
+    }
+    if modality not in tables:
+        raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
+    _load_builtin()
+    parts = part_names(name) if modality == "image" else None
+    for part in parts or [name]:
+        _lookup(part, tables[modality], modality)
+
+
 def get_image_encoder(
     name: str, device: str | torch.device | None = None, **kwargs: Any
 ) -> ImageEncoder:
-    """Build the image encoder registered as ``name`` (``family:variant`` dispatches on family)."""
+    """Build the image encoder registered as ``name`` (``family:variant`` dispatches on family).
+
+    ``A+B`` (two or more names joined by ``+``) builds each part with the same ``device`` and
+    ``kwargs`` and concatenates their unit-length features
+    (:class:`~xmodal.encoders.concat.ConcatImageEncoder`).
+    """
+    from xmodal.encoders.concat import ConcatImageEncoder, part_names
+
+    parts = part_names(name)
+    if parts is not None:
+        return ConcatImageEncoder([get_image_encoder(p, device, **kwargs) for p in parts])
     _load_builtin()
     factory, extra = _lookup(name, _IMAGE_ENCODERS, "image")
     return factory(device=device, **extra, **kwargs)

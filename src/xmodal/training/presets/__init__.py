@@ -8,13 +8,16 @@ adds a preset. The format::
       "description": "one line: what it is and where its values were chosen",
       "method": "cusa(vse)",                        # required: a registered method name
       "method_options": {"teacher_temperature": 0.1},   # optional: method options
-      "train_options": {"patience": 5}              # optional: TrainConfig options
+      "train_options": {"patience": 5},             # optional: TrainConfig options
+      "image_encoder": "efficientnet-lite1",        # optional: the features it was chosen on
+      "text_encoder": "minilm"                      # optional
     }
 
 No other keys are allowed; option names and values are checked against the method's config and
 :class:`~xmodal.training.TrainConfig` when the preset is loaded, so a typo is an error naming
-the file. ``xmodal train --preset NAME`` (or ``--preset path/to/file.json``) starts from a preset;
-options given explicitly (``-o``, ``-t``, ``--epochs``, …) override its values key by key.
+the file; encoder names are checked against the registered encoders (nothing is loaded). ``xmodal
+train --preset NAME`` (or ``--preset path/to/file.json``) starts from a preset; options given
+explicitly (``-o``, ``-t``, ``--epochs``, ``--image-encoder``, …) override its values key by key.
 ``xmodal list presets`` lists them. In Python::
 
     from xmodal.training.presets import get_preset, list_presets
@@ -27,10 +30,11 @@ from __future__ import annotations
 import fnmatch
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from xmodal.encoders import check_encoder_name
 from xmodal.methods.registry import method_config
 from xmodal.options import build_config
 from xmodal.registry import add_named
@@ -49,7 +53,14 @@ __all__ = [
 #: The folder scanned for the built-in presets.
 PRESET_DIR = Path(__file__).resolve().parent
 
-_KEYS = {"description", "method", "method_options", "train_options"}
+_KEYS = {
+    "description",
+    "method",
+    "method_options",
+    "train_options",
+    "image_encoder",
+    "text_encoder",
+}
 _PRESETS: dict[str, Preset] = {}
 
 
@@ -64,6 +75,9 @@ class Preset:
         train_options: Options of :class:`~xmodal.training.TrainConfig`.
         description: One line for ``xmodal list presets``.
         source: The file it was read from (``None`` when registered from Python).
+        image_encoder: Registered image encoder the preset was chosen with (``None``: the
+            default, or what the method's image tower reads).
+        text_encoder: Registered text encoder, likewise.
     """
 
     name: str
@@ -72,17 +86,23 @@ class Preset:
     train_options: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     source: Path | None = None
+    image_encoder: str | None = None
+    text_encoder: str | None = None
 
     def validate(self) -> None:
         """Check the method and every option; errors name the preset (and its file).
 
         Raises:
-            ValueError: unknown method, unknown option or a value of the wrong type.
+            ValueError: unknown method, unknown option, a value of the wrong type or an unknown
+                encoder.
         """
         where = f"preset {self.name!r}" + (f" ({self.source})" if self.source else "")
         try:
             method_config(self.method, dict(self.method_options))
             build_config(TrainConfig, dict(self.train_options), "trainer option")
+            for modality, name in (("image", self.image_encoder), ("text", self.text_encoder)):
+                if name is not None:
+                    check_encoder_name(modality, name)
         except (ValueError, TypeError) as e:
             raise ValueError(f"{where}: {e}") from e
 
@@ -111,6 +131,9 @@ def load_preset_file(path: str | Path) -> Preset:
     for key in ("method_options", "train_options"):
         if not isinstance(raw.get(key, {}), dict):
             raise ValueError(f"{path}: {key!r} must be a JSON object")
+    for key in ("image_encoder", "text_encoder"):
+        if not isinstance(raw.get(key, ""), str):
+            raise ValueError(f"{path}: {key!r} must be an encoder name (a string)")
     preset = Preset(
         name=path.stem,
         method=raw["method"],
@@ -118,6 +141,8 @@ def load_preset_file(path: str | Path) -> Preset:
         train_options=dict(raw.get("train_options", {})),
         description=str(raw.get("description", "")),
         source=path,
+        image_encoder=raw.get("image_encoder"),
+        text_encoder=raw.get("text_encoder"),
     )
     preset.validate()
     return preset
@@ -167,23 +192,26 @@ def resolve_preset(
     method: str | None,
     method_options: Mapping[str, Any] | None = None,
     train_options: Mapping[str, Any] | None = None,
-) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """``(method, method_options, train_options)`` of a run: the preset's, overridden key by key
-    by the explicit ones. Without a preset the method defaults to ``infonce``.
+) -> Preset:
+    """The preset a run trains with: ``preset``'s method, encoders and options, its options
+    overridden key by key by the explicit ones. Without a preset, an unnamed one of ``method``
+    (default ``infonce``) and the explicit options.
 
     Raises:
         ValueError: ``method`` is given and differs from the preset's.
     """
     if preset is None:
-        return method or "infonce", dict(method_options or {}), dict(train_options or {})
+        return Preset(
+            "", method or "infonce", dict(method_options or {}), dict(train_options or {})
+        )
     p = get_preset(preset)
     if method is not None and method.replace(" ", "") != p.method.replace(" ", ""):
         raise ValueError(
             f"preset {p.name!r} trains {p.method!r}, but the method {method!r} was given: "
             "leave the method out or pick another preset"
         )
-    return (
-        p.method,
-        {**p.method_options, **(method_options or {})},
-        {**p.train_options, **(train_options or {})},
+    return replace(
+        p,
+        method_options={**p.method_options, **(method_options or {})},
+        train_options={**p.train_options, **(train_options or {})},
     )
