@@ -178,19 +178,34 @@ def test_cli_lists_presets_and_rejects_bad_options_before_any_work(tmp_path: Pat
     assert not (tmp_path / "r").exists()
 
 
-def test_cca_flickr8k_preset_fits_cca_with_its_options(openmoji, tmp_path) -> None:
-    """The preset chosen on Flickr8K val trains on a small real slice with its own options, and
-    its embeddings are those of ``cca`` built with ridge 3 and power 0.5 directly."""
+@pytest.mark.parametrize(
+    ("preset", "image_encoder", "options", "image_dim"),
+    [
+        ("cca-flickr8k", "efficientnet-lite0", {"ridge": 3.0, "power": 0.5}, 1280),
+        (
+            "cca-flickr8k-concat",
+            "efficientnet-lite0+efficientnet-lite1",
+            {"ridge": 3.0, "power": 0.25},
+            2560,
+        ),
+    ],
+)
+def test_cca_flickr8k_presets_fit_cca_with_their_options_and_encoders(
+    openmoji, tmp_path, preset, image_encoder, options, image_dim
+) -> None:
+    """Each preset chosen on Flickr8K val trains on a small real slice with its own options and
+    image encoder, and its embeddings are those of ``cca`` built with them directly."""
     import json
 
     from xmodal.pipeline import train
 
     data = openmoji(step=40)
-    a = train(data, tmp_path / "preset", preset="cca-flickr8k",
-              train_options={"device": "cpu", "progress": False})  # fmt: skip
-    b = train(data, tmp_path / "direct", "cca", method_options={"ridge": 3.0, "power": 0.5},
-              train_options={"device": "cpu", "progress": False})  # fmt: skip
+    quiet = {"device": "cpu", "progress": False}
+    a = train(data, tmp_path / "preset", preset=preset, train_options=quiet)
+    b = train(data, tmp_path / "direct", "cca", image_encoder=image_encoder,
+              method_options=options, train_options=quiet)  # fmt: skip
     config = json.loads((tmp_path / "preset" / "config.json").read_text())
-    assert config["method"] == "cca"
-    assert config["method_options"]["ridge"] == 3.0 and config["method_options"]["power"] == 0.5
+    assert config["method"] == "cca" and config["preset"] == preset
+    assert config["image_encoder"] == image_encoder and config["image_dim"] == image_dim
+    assert {k: config["method_options"][k] for k in options} == options
     assert a["val"] == b["val"] and a["val"]["rsum"] > 0
