@@ -184,9 +184,9 @@ def test_cli_lists_presets_and_rejects_bad_options_before_any_work(tmp_path: Pat
         ("cca-flickr8k", "efficientnet-lite0", {"ridge": 3.0, "power": 0.5}, 1280),
         (
             "cca-flickr8k-concat",
-            "efficientnet-lite0+efficientnet-lite1",
-            {"ridge": 3.0, "power": 0.25},
-            2560,
+            "efficientnet-lite0+efficientnet-lite1+efficientnet-lite2",
+            {"ridge": 2.0, "power": 0.375},
+            3840,
         ),
     ],
 )
