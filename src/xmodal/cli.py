@@ -144,6 +144,7 @@ def _metrics_table(rows: dict[str, dict[str, float]], title: str) -> Table:
             "t2i_r5",
             "t2i_r10",
             "rsum",
+            "rsum_cosine",
             "map_i2t",
             "map_t2i",
             "map_i2i",
@@ -159,7 +160,7 @@ def _metrics_table(rows: dict[str, dict[str, float]], title: str) -> Table:
         table.add_row(
             name,
             *(
-                f"{r[k]:.3f}" if k.startswith("map") else f"{r[k]:.1f}" if k in r else "–"
+                "–" if k not in r else f"{r[k]:.3f}" if k.startswith("map") else f"{r[k]:.1f}"
                 for k in keys
             ),
         )

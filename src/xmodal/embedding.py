@@ -10,6 +10,7 @@ import torch
 from xmodal.methods.base import Method
 
 if TYPE_CHECKING:
+    from xmodal.querybank import QueryBank
     from xmodal.training.data import PairedFeatures
 
 __all__ = ["embed_features", "embed_pairs", "score_embeddings"]
@@ -68,16 +69,24 @@ def embed_pairs(
     )
 
 
-def score_embeddings(emb: PairedFeatures, with_map: bool = True) -> dict[str, float]:
+def score_embeddings(
+    emb: PairedFeatures, with_map: bool = True, query_bank: QueryBank | None = None
+) -> dict[str, float]:
     """Recall@K both ways and rsum; with labels also ``map_i2t``, ``map_t2i``, ``map_i2i``, ``map_t2t``.
 
-    Similarity is the cosine (embeddings are normalised). mAP uses multi-label relevance (shares
-    at least one label), ties averaged; a caption inherits its image's labels.
+    Similarity is the cosine (embeddings are normalised). With a ``query_bank`` the recalls
+    rank by the query-bank normalised score (:mod:`xmodal.querybank`) and ``rsum_cosine``
+    keeps the plain-cosine rsum beside them; mAP stays on the cosine. mAP uses multi-label
+    relevance (shares at least one label), ties averaged; a caption inherits its image's labels.
     """
     from xmodal.evaluation import cross_modal_map, retrieval_recall
 
     sim = emb.image @ emb.text.T
     metrics = retrieval_recall(sim, emb.text_to_image)
+    if query_bank is not None:
+        plain = metrics["rsum"]
+        metrics = retrieval_recall(query_bank.similarity(emb.image, emb.text), emb.text_to_image)
+        metrics["rsum_cosine"] = plain
     if with_map and emb.labels is not None and emb.labels.any():
         text_labels = emb.labels[emb.text_to_image]
         metrics.update(cross_modal_map(emb.image, emb.text, emb.labels, text_labels))

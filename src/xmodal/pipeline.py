@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from xmodal.datasets import Dataset, OnBad, load_dataset, summarize_skipped
 from xmodal.datasets.split_rules import DEFAULT_SPLIT, parse_split
 from xmodal.distributed.gather import world
-from xmodal.embedding import score_embeddings
 from xmodal.encoders import get_text_encoder
 from xmodal.encoders.base import resolve_device
 from xmodal.features import default_cache_dir
@@ -196,6 +195,8 @@ def train(
         **model.extra_state_for_run(),
     }
     if writer is not None:
+        if result.query_bank is not None:
+            writer.save_query_bank(result.query_bank)
         writer.finish(model, metrics)
     return metrics
 
@@ -225,7 +226,7 @@ def evaluate(
     ids = ds.ids if split == "all" else getattr(run.split, split)
     if not ids:
         raise ValueError(f"the run's {split} split is empty")
-    metrics = score_embeddings(run.embed(encoded.paired(ids)))
+    metrics = run.score(encoded.paired(ids))
     write_metrics(run_dir, {split: metrics})
     return metrics
 

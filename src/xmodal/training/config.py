@@ -27,6 +27,10 @@ class TrainConfig:
         seed: Seeds parameter initialisation and batch order.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:n]``.
         progress: Show a progress bar.
+        query_bank_beta: Inverse temperature of query-bank normalisation
+            (:mod:`xmodal.querybank`) applied to validation, evaluation and stored with the run;
+            ``0`` scores by the plain cosine.
+        query_bank_size: Training items per modality in the query bank (a seeded sample).
     """
 
     epochs: int = 30
@@ -40,6 +44,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    query_bank_beta: float = 0.0
+    query_bank_size: int = 5000
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -50,5 +56,9 @@ class TrainConfig:
             )
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.query_bank_beta < 0:
+            raise ValueError(f"query_bank_beta must be >= 0 (0: off), got {self.query_bank_beta}")
+        if self.query_bank_size < 1:
+            raise ValueError(f"query_bank_size must be >= 1, got {self.query_bank_size}")
         if self.select_metric not in ("rsum", "map"):
             raise ValueError(f"select_metric must be 'rsum' or 'map', got {self.select_metric!r}")

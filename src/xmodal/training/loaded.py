@@ -8,12 +8,13 @@ from pathlib import Path
 import torch
 
 from xmodal.datasets import Dataset, Split
-from xmodal.embedding import embed_pairs
+from xmodal.embedding import embed_pairs, score_embeddings
 from xmodal.encoders.base import TextEncoder, resolve_device
 from xmodal.methods import Method
+from xmodal.querybank import QueryBank
 from xmodal.training.data import PairedFeatures
 from xmodal.training.encoded import EncodedDataset, encode_dataset, run_text_encoder
-from xmodal.training.run import RunConfig, load_method
+from xmodal.training.run import RunConfig, load_method, load_run_query_bank
 
 __all__ = ["LoadedRun"]
 
@@ -28,16 +29,23 @@ class LoadedRun:
     split: Split
     device: torch.device
     text_encoder: TextEncoder = field(repr=False)
+    query_bank: QueryBank | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, run_dir: str | Path, device: str | None = None) -> LoadedRun:
-        """Load the run's selected checkpoint and its text encoder."""
+        """Load the run's selected checkpoint, its text encoder and its query bank (if any)."""
         run_dir = Path(run_dir)
         dev = resolve_device(device)
         method, config = load_method(run_dir, dev)
         split = Split.from_json(run_dir / "split.json")
         return cls(
-            run_dir, method, config, split, dev, run_text_encoder(config.text_encoder, run_dir, dev)
+            run_dir,
+            method,
+            config,
+            split,
+            dev,
+            run_text_encoder(config.text_encoder, run_dir, dev),
+            load_run_query_bank(run_dir),
         )
 
     def encode(
@@ -56,3 +64,8 @@ class LoadedRun:
     def embed(self, features: PairedFeatures) -> PairedFeatures:
         """Joint-space embeddings of a split."""
         return embed_pairs(self.method, features, self.device)
+
+    def score(self, features: PairedFeatures) -> dict[str, float]:
+        """The standard metrics of a split, with the run's query-bank normalisation if any
+        (:func:`xmodal.embedding.score_embeddings`)."""
+        return score_embeddings(self.embed(features), query_bank=self.query_bank)

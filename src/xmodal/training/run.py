@@ -10,6 +10,8 @@ Layout::
       metrics.json    validation metrics of the selected checkpoint (+ test, once evaluated)
       training.png    loss and validation curves
       text_encoder.state  a fitted text encoder's state (tfidf, bow), JSON + .npy
+      query_bank.npz  training-split embeddings for query-bank normalisation (runs trained
+                      with ``query_bank_beta`` > 0; :mod:`xmodal.querybank`)
       checksums.json  size and SHA-256 of every file a run is loaded from (config, split,
                       checkpoint, text encoder state), written last and atomically
 
@@ -34,13 +36,16 @@ from xmodal.errors import BadInputError
 from xmodal.integrity import check_files, file_entry, read_json_file
 from xmodal.io import atomic_write, write_json_atomic
 from xmodal.methods import Method, build_method
+from xmodal.querybank import QueryBank, load_query_bank
 from xmodal.training.config import TrainConfig
 
 __all__ = [
     "CHECKSUMS",
+    "QUERY_BANK",
     "RunConfig",
     "RunWriter",
     "load_method",
+    "load_run_query_bank",
     "read_run_config",
     "verify_run",
     "write_checksums",
@@ -56,7 +61,9 @@ CONFIG, HISTORY, MODEL, METRICS, SPLIT, PLOT = (
 )
 #: The run's integrity manifest, and the files it covers (those that loading reads).
 CHECKSUMS = "checksums.json"
-LOADED_FILES = (CONFIG, SPLIT, MODEL, "text_encoder.state")
+#: Query-bank normalisation's training embeddings (only runs trained with ``query_bank_beta``).
+QUERY_BANK = "query_bank.npz"
+LOADED_FILES = (CONFIG, SPLIT, MODEL, "text_encoder.state", QUERY_BANK)
 _RUN_FORMAT = "xmodal-run/1"
 
 
@@ -143,6 +150,21 @@ def verify_run(run_dir: str | Path, checksums: bool = True) -> bool:
     return True
 
 
+def load_run_query_bank(run_dir: str | Path) -> QueryBank | None:
+    """The run's query bank, or ``None`` when it was trained without one.
+
+    Raises:
+        BadInputError: the config asks for query-bank normalisation but the file is missing,
+            or the file is unreadable.
+    """
+    path = Path(run_dir) / QUERY_BANK
+    if path.is_file():
+        return load_query_bank(path)
+    if read_run_config(run_dir).train.get("query_bank_beta"):
+        raise BadInputError(path, "the run was trained with query_bank_beta > 0 but has no bank")
+    return None
+
+
 def _load_state(path: Path, device: str | torch.device) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` with every failure an error naming the file."""
     if path.stat().st_size == 0:
@@ -209,6 +231,10 @@ class RunWriter:
     def save_model(self, method: Method) -> None:
         """Write the method's state dict atomically."""
         atomic_write(self.dir / MODEL, lambda p: torch.save(method.state_dict(), p))
+
+    def save_query_bank(self, bank: QueryBank) -> None:
+        """Write the query bank the run's scores are normalised with (before :meth:`finish`)."""
+        bank.save(self.dir / QUERY_BANK)
 
     def on_epoch(self, record: dict[str, Any], method: Method) -> None:
         """Append the epoch to the history; rewrite the checkpoint when it was selected."""

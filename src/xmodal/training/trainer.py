@@ -16,10 +16,11 @@ from tqdm.auto import tqdm
 
 from xmodal.distributed.ddp import wrap_loss
 from xmodal.distributed.gather import world
-from xmodal.embedding import embed_pairs, score_embeddings
+from xmodal.embedding import embed_features, embed_pairs, score_embeddings
 from xmodal.encoders.base import resolve_device
 from xmodal.methods.base import Method, Stage
 from xmodal.models.param_groups import param_groups
+from xmodal.querybank import QueryBank
 from xmodal.training.config import TrainConfig
 from xmodal.training.data import PairedFeatures, UnpairedFeatures, iterate_batches
 
@@ -45,12 +46,15 @@ class TrainResult:
         best: Validation metrics of the selected checkpoint.
         best_epoch: Global epoch (1-based) of the selected checkpoint; 0 for closed-form methods.
         seconds_per_epoch: Mean wall time of a training epoch (without validation).
+        query_bank: The selected checkpoint's query bank (training-split embeddings) when
+            ``query_bank_beta`` is set, else ``None``.
     """
 
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
     best_epoch: int = 0
     seconds_per_epoch: float = 0.0
+    query_bank: QueryBank | None = None
 
 
 def _schedule(
@@ -105,10 +109,29 @@ class Trainer:
         self.method = method.to(self.device)
         self.on_epoch = on_epoch
 
-    def _validate(self, val: PairedFeatures | None) -> dict[str, float]:
+    def query_bank(self, train: PairedFeatures) -> QueryBank | None:
+        """The current model's query bank: embeddings of a seeded sample of at most
+        ``query_bank_size`` training images and as many training captions (``None`` when
+        ``query_bank_beta`` is 0)."""
+        cfg = self.config
+        if not cfg.query_bank_beta:
+            return None
+        rng = np.random.default_rng([cfg.seed, 2])
+
+        def embed_sample(features: np.ndarray, modality: str) -> np.ndarray:
+            keep = np.sort(rng.permutation(len(features))[: cfg.query_bank_size])
+            return embed_features(self.method, features[keep], modality, device=self.device)  # type: ignore[arg-type]
+
+        return QueryBank(
+            embed_sample(train.image, "image"),
+            embed_sample(train.text, "text"),
+            cfg.query_bank_beta,
+        )
+
+    def _validate(self, val: PairedFeatures | None, bank: QueryBank | None) -> dict[str, float]:
         if val is None:
             return {}
-        return score_embeddings(embed_pairs(self.method, val, self.device))
+        return score_embeddings(embed_pairs(self.method, val, self.device), query_bank=bank)
 
     def fit(
         self,
@@ -135,7 +158,8 @@ class Trainer:
         result = TrainResult()
         if not self.method.trainable:
             self.method.fit(data)
-            result.best = self._validate(val)
+            result.query_bank = self.query_bank(train)
+            result.best = self._validate(val, result.query_bank)
             result.history.append({"stage": "fit", "epoch": 0, **result.best})
             if self.on_epoch:
                 self.on_epoch(result.history[-1], self.method)
@@ -154,6 +178,7 @@ class Trainer:
                 stage,
                 n_epochs,
                 data,
+                train,
                 val,
                 generator,
                 global_epoch,
@@ -165,8 +190,9 @@ class Trainer:
                 best_value, best_state, result.best_epoch, result.best = stage_best
         if best_state is not None:
             self.method.load_state_dict(best_state)
-        elif val is not None:
-            result.best = self._validate(val)
+        result.query_bank = self.query_bank(train)
+        if best_state is None and val is not None:
+            result.best = self._validate(val, result.query_bank)
         result.seconds_per_epoch = float(np.mean(epoch_times)) if epoch_times else 0.0
         return result
 
@@ -175,6 +201,7 @@ class Trainer:
         stage: Stage,
         n_epochs: int,
         data: Any,
+        train: PairedFeatures,
         val: PairedFeatures | None,
         generator: torch.Generator,
         global_epoch: int,
@@ -237,7 +264,7 @@ class Trainer:
             record.update({k: v / max(1, n_batches) for k, v in sums.items()})
             record["seconds"] = epoch_times[-1]
             if stage.select and val is not None:
-                metrics = self._validate(val)
+                metrics = self._validate(val, self.query_bank(train))
                 record.update({f"val_{k}": v for k, v in metrics.items()})
                 value = _selection_value(metrics, cfg.select_metric)
                 if best is None or value > best[0]:
