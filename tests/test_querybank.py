@@ -167,3 +167,58 @@ def test_a_bank_altered_or_lost_after_training_is_an_error(openmoji, tmp_path) -
     (run / QUERY_BANK).unlink()
     with pytest.raises(BadInputError, match=QUERY_BANK):
         LoadedRun.open(run)
+
+
+def _assert_ranked_by(hits, reference: np.ndarray, ids: np.ndarray, k: int) -> None:
+    """``hits`` are each query's ``k`` best rows by ``reference`` (ties within 1e-5 either way)."""
+    best = -np.sort(-reference, axis=1)[:, :k]
+    np.testing.assert_allclose(hits.scores, best, atol=1e-5)
+    column = {int(i): j for j, i in enumerate(ids)}
+    got = reference[np.arange(len(reference))[:, None], np.vectorize(column.get)(hits.ids)]
+    np.testing.assert_allclose(got, best, atol=1e-5)
+
+
+def test_an_index_of_a_query_bank_run_ranks_cross_modal_searches_by_the_normalised_score(
+    openmoji, tmp_path
+) -> None:
+    """The index carries the run's bank; text→image and image→text searches rank by
+    cos + bias (the full-matrix ranking evaluate uses), same-modality searches by the cosine."""
+    from xmodal.index import build_index
+    from xmodal.pipeline import train
+    from xmodal.search import Searcher
+    from xmodal.training.loaded import LoadedRun
+
+    data = openmoji(step=40, count=60)
+    run_dir, index_dir = tmp_path / "run", tmp_path / "index"
+    train(data, run_dir, "cca", train_options={"device": "cpu", "progress": False,
+                                               "query_bank_beta": 13.0})  # fmt: skip
+    build_index(run_dir, data, index_dir, kind="flat", progress=False)
+    bank = LoadedRun.open(run_dir).query_bank
+    assert bank is not None
+    with Searcher(index_dir) as searcher:
+        assert searcher.query_bank() is not None
+        images = np.asarray(searcher.snapshot.collections["image"].vectors)
+        texts = np.asarray(searcher.snapshot.collections["text"].vectors)
+        image_ids = searcher.snapshot.collections["image"].ids
+        text_ids = searcher.snapshot.collections["text"].ids
+        # the score each search should rank by: cos + the row's bias (the query's own bias,
+        # constant within its ranking, is not part of it)
+        t2i_ref = texts @ images.T + bank.image_bias(images)[None, :]
+        i2t_ref = images @ texts.T + bank.text_bias(texts)[None, :]
+        k = 6  # 6 × 10 candidates cover the 60 images: the ranking is exact
+        t2i = searcher.search("image", vectors=texts, k=k, query_modality="text")
+        _assert_ranked_by(t2i, t2i_ref, image_ids, k)
+        plain = searcher.search("image", vectors=texts, k=k)
+        _assert_ranked_by(plain, texts @ images.T, image_ids, k)
+        assert (plain.ids != t2i.ids).any()
+        k = -(-len(texts) // 10)  # candidates cover every caption: exact again
+        i2t = searcher.search("text", vectors=images, k=k, query_modality="image")
+        _assert_ranked_by(i2t, i2t_ref, text_ids, k)
+        i2i = searcher.search("image", vectors=images, k=6, query_modality="image")
+        _assert_ranked_by(i2i, images @ images.T, image_ids, 6)
+        # the named directions pass the query's modality on
+        caption = json.loads((data / "data.jsonl").read_text().splitlines()[0])["captions"][0]
+        vector, _ = searcher.embed_texts([caption])
+        named = [r.id for r in searcher.text_to_image(caption, 6)]
+        direct = searcher.search("image", vectors=vector, k=6, query_modality="text")
+        assert named == [r.id for r in direct.results()[0]]

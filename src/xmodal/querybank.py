@@ -16,7 +16,9 @@ b_text[None, :]`` ranks both directions (image→text along rows, text→image a
 
 The bank holds embeddings of the training split only: no test-time query set is needed and
 nothing about the evaluated split leaks into the scores. Same-modality retrieval (image→image,
-text→text) and mAP keep the plain cosine.
+text→text) and mAP keep the plain cosine. An index built from such a run carries the bank, and
+its cross-modal float and two-stage searches rank by the normalised score
+(:mod:`xmodal.search.engine`).
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from scipy.special import logsumexp
 from xmodal.errors import BadInputError
 from xmodal.io import atomic_write
 
-__all__ = ["QUERY_BANK_FORMAT", "QueryBank", "load_query_bank"]
+__all__ = ["QUERY_BANK_FILE", "QUERY_BANK_FORMAT", "QueryBank", "load_query_bank"]
 
 QUERY_BANK_FORMAT = "xmodal-query-bank/1"
+#: The bank's file name in a run directory (and in an index's copy of the run).
+QUERY_BANK_FILE = "query_bank.npz"
 _CHUNK = 2048  # gallery rows per block: 2,048 × 5,000 bank scores is 40 MB
 
 

@@ -4,7 +4,8 @@
 of each collection under ``<index>/shards/<collection>``. :class:`ShardedSearcher` answers
 ``float`` searches without label filters from them (top-k merged across shards, ties by row
 position, exactly as the single index ranks; shards of a kind with a re-rank factor (IVF-PQ)
-re-rank their candidates exactly, as the single index does); everything else (Hamming, two-stage, label
+re-rank their candidates exactly, as the single index does, and so do cross-modal searches of an
+index with a query bank, by the normalised score); everything else (Hamming, two-stage, label
 filters) and indexes whose shards are missing or older than the current version use the single
 index.
 """
@@ -21,7 +22,7 @@ import numpy as np
 
 from xmodal.distributed.sharded import MANIFEST, ShardedIndex
 from xmodal.search import Searcher
-from xmodal.search.engine import Mode, rerank_exact
+from xmodal.search.engine import BIAS_CANDIDATES_PER_ROW, Mode, rerank_exact
 from xmodal.search.results import Hits
 from xmodal.search.searcher import Target
 
@@ -67,22 +68,28 @@ class ShardedSearcher(Searcher):
         mode: Mode = "float",
         labels: str | Sequence[str] | None = None,
         candidates: int = 1000,
+        query_modality: Target | None = None,
     ) -> Hits:
         shard = self._shards.get(target)
         if shard is None or mode != "float" or labels is not None or vectors is None:
             return super().search(
                 target, vectors=vectors, codes=codes, k=k, mode=mode, labels=labels,
-                candidates=candidates,
+                candidates=candidates, query_modality=query_modality,
             )  # fmt: skip
         if not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         snap = self.snapshot
         q = self._check_vectors(vectors, snap)
         col = snap.collections[target]
+        if query_modality not in (None, "image", "text"):
+            raise ValueError(f"query_modality must be 'image' or 'text', got {query_modality!r}")
+        bias = self._bias(query_modality, target)
         factor = shard.index_kind.rerank_factor(shard.params)
-        if factor > 1:  # as the single index (IVF-PQ): exact re-rank of factor x k candidates
+        if bias is not None:
+            factor = max(factor, BIAS_CANDIDATES_PER_ROW)
+        if factor > 1:  # as the single index (IVF-PQ, a bias): exact re-rank of factor x k
             _, cand = shard.search(q, int(k) * factor)
-            pos, scores, _ = rerank_exact(col, q, cand, int(k))
+            pos, scores, _ = rerank_exact(col, q, cand, int(k), bias=bias)
         else:
             scores, pos = shard.search(q, int(k))
         ids = np.where(pos >= 0, col.ids[np.maximum(pos, 0)], -1)

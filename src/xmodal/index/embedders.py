@@ -6,7 +6,8 @@ exactly like the indexed ones:
 * :class:`RunModel` — a trained run: the frozen encoders it was trained on, then the method's
   heads (``embed_image`` / ``embed_text``; ``hash_image`` / ``hash_text`` when the method has
   its own hash head). The run's ``config.json``, ``model.pt``, ``split.json`` (and a fitted text
-  encoder's state) are copied into the index, which is therefore self-contained.
+  encoder's state, and the query bank of a run trained with query-bank normalisation) are
+  copied into the index, which is therefore self-contained.
 * :class:`DualEncoderModel` — a zero-shot dual encoder used as it is (``open_clip:<arch>`` with a
   local weights file, or any image and text encoders registered under one name with equal
   output sizes); embeddings are its L2-normalised outputs, no heads.
@@ -40,6 +41,7 @@ from xmodal.encoders.base import (
 )
 from xmodal.encoders.dual import load_dual_encoder
 from xmodal.index.manifest import IndexFormatError
+from xmodal.querybank import QUERY_BANK_FILE
 
 __all__ = [
     "DualEncoderModel",
@@ -54,7 +56,14 @@ __all__ = [
 #: An image query: a file path or an in-memory PIL image.
 ImageQuery = str | Path | Image.Image
 
-_RUN_FILES = ("config.json", "model.pt", "split.json", "text_encoder.state", "checksums.json")
+_RUN_FILES = (
+    "config.json",
+    "model.pt",
+    "split.json",
+    "text_encoder.state",
+    QUERY_BANK_FILE,
+    "checksums.json",
+)
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,16 @@ HNSW); small filters (at most :data:`EXACT_FILTER_MAX` rows) and kinds without t
 are searched exactly over the allowed rows instead. Every ranking is
 :func:`xmodal.search.ranking.top_k`'s. Queries whose filtered graph/cluster search came back
 short are redone exactly.
+
+A ``bias`` (a per-row offset, looked up by row position: e.g. a run's query-bank normalisation,
+:mod:`xmodal.querybank`) is added to each row's inner product: float searches then take
+``k × max(rerank factor, BIAS_CANDIDATES_PER_ROW)`` candidates by inner product and rank them by
+inner product + bias, and ``two-stage`` ranks its Hamming candidates the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import faiss
@@ -25,6 +31,7 @@ from xmodal.index.snapshot import Collection
 from xmodal.search.ranking import best_first, top_k
 
 __all__ = [
+    "BIAS_CANDIDATES_PER_ROW",
     "EXACT_FILTER_MAX",
     "MODES",
     "Mode",
@@ -38,6 +45,11 @@ MODES = ("float", "hamming", "two-stage")
 
 #: Filters allowing at most this many rows are searched exactly over those rows.
 EXACT_FILTER_MAX = 20_000
+#: Inner-product candidates per wanted row that a biased float search re-ranks.
+BIAS_CANDIDATES_PER_ROW = 10
+#: A per-row score offset by row position: ``[n]`` int64 positions (``-1``: padding, any value)
+#: -> ``[n]`` float32.
+RowBias = Callable[[np.ndarray], np.ndarray]
 #: Bytes of gathered float rows per re-ranking chunk.
 _RERANK_BYTES = 1 << 26
 
@@ -106,6 +118,7 @@ def search_collection(
     codes: np.ndarray | None = None,
     allowed: np.ndarray | None = None,
     candidates: int = 1000,
+    bias: RowBias | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Search one collection.
 
@@ -118,6 +131,8 @@ def search_collection(
         codes: ``[q, bits / 8]`` packed query codes (``hamming``, ``two-stage``).
         allowed: Sorted row positions that may be returned (``None``: all).
         candidates: Hamming candidates re-ranked in ``two-stage`` mode.
+        bias: Added to each row's inner product in ``float`` and ``two-stage`` (see the module
+            docstring); ``hamming`` ignores it.
 
     Returns:
         ``(positions [q, k'], scores [q, k'] float32, distances [q, k'] int32 or None)`` with
@@ -130,9 +145,11 @@ def search_collection(
     if mode == "float":
         assert vectors is not None
         factor = rerank_factor(col)
-        if factor > 1:  # IVF-PQ: PQ scores pick candidates, exact inner products rank them
+        if bias is not None:
+            factor = max(factor, BIAS_CANDIDATES_PER_ROW)
+        if factor > 1:  # IVF-PQ or a bias: candidates by PQ or inner product, ranked exactly
             _, pos = _search(col, "float", vectors, k * factor, allowed)
-            pos, scores, _ = rerank_exact(col, vectors, pos, k)
+            pos, scores, _ = rerank_exact(col, vectors, pos, k, bias=bias)
             return pos, scores, None
         scores, pos = _search(col, "float", vectors, k, allowed)
         scores, pos = top_k(scores, pos, k)
@@ -147,7 +164,7 @@ def search_collection(
         )  # 0, not -0
         return pos, scores, dist
     assert vectors is not None
-    return rerank_exact(col, vectors, pos, k, dist)
+    return rerank_exact(col, vectors, pos, k, dist, bias=bias)
 
 
 def rerank_factor(col: Collection) -> int:
@@ -161,10 +178,13 @@ def rerank_exact(
     cand: np.ndarray,
     k: int,
     dist: np.ndarray | None = None,
+    *,
+    bias: RowBias | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``k`` best of candidate positions ``cand`` (``-1``: none) by exact inner product with
-    the collection's stored float rows: ``(positions, scores, distances)``, best first, ties by
-    position; ``distances`` carries the candidates' Hamming distances along (``-1`` without)."""
+    the collection's stored float rows (plus ``bias`` of each row, when given):
+    ``(positions, scores, distances)``, best first, ties by position; ``distances`` carries the
+    candidates' Hamming distances along (``-1`` without)."""
     if dist is None:
         dist = np.full(cand.shape, -1, dtype=np.int32)
     q, c = cand.shape
@@ -181,6 +201,8 @@ def rerank_exact(
             b - a, c, d
         )
         scores = np.einsum("qcd,qd->qc", rows, vectors[a:b], optimize=False)
+        if bias is not None:
+            scores = scores + bias(block.ravel()).reshape(b - a, c)
         order = best_first(scores, block, k)
         out_pos[a:b] = np.take_along_axis(block, order, 1)
         out_score[a:b] = np.take_along_axis(scores, order, 1)

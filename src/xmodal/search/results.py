@@ -25,8 +25,9 @@ class Result:
     Attributes:
         rank: 1-based rank.
         id: The item's id (its record id; for a caption row, the id of the caption's item).
-        score: Higher is better: the inner product (cosine) in ``float`` and ``two-stage`` mode,
-            minus the Hamming distance in ``hamming`` mode.
+        score: Higher is better: the inner product (cosine) in ``float`` and ``two-stage`` mode
+            (plus the row's query-bank bias in cross-modal searches of an index that has a
+            bank, :mod:`xmodal.querybank`), minus the Hamming distance in ``hamming`` mode.
         modality: ``image`` (an item's image row) or ``text`` (a caption row).
         row: Stable int64 id of the row (the item id for image rows, the caption id for text rows).
         image: Absolute path of the item's image, if it has one.

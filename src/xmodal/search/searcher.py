@@ -18,6 +18,12 @@ encoders and heads, or the zero-shot dual encoder), or precomputed joint-space e
 * ``hamming`` — the binary index; score = minus the Hamming distance, ties by insertion order.
 * ``two-stage`` — ``candidates`` Hamming neighbours re-ranked by the exact inner product.
 
+An index built from a run trained with query-bank normalisation (``query_bank_beta``, e.g. the
+``cca-flickr8k-concat-qb`` preset) carries the run's bank: its cross-modal searches
+(text→image, image→text) in ``float`` and ``two-stage`` mode rank by the normalised score
+``cos + bias(row)`` (:mod:`xmodal.querybank`), as the run was validated and evaluated, and report
+that score; same-modality and ``hamming`` searches keep the plain score.
+
 A ``Searcher`` reads one index version (a snapshot); :meth:`Searcher.refresh` moves it to the
 newest one. Searches are thread-safe and never see a half-written version.
 """
@@ -25,7 +31,7 @@ newest one. Searches are thread-safe and never see a half-written version.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -36,7 +42,8 @@ from xmodal.evaluation import pack_codes
 from xmodal.index.closing import Closing
 from xmodal.index.manifest import read_pointer
 from xmodal.index.snapshot import Snapshot
-from xmodal.search.engine import MODES, Mode, search_collection
+from xmodal.querybank import QUERY_BANK_FILE, QueryBank, load_query_bank
+from xmodal.search.engine import MODES, Mode, RowBias, search_collection
 from xmodal.search.results import Hits, Result
 
 if TYPE_CHECKING:
@@ -49,6 +56,26 @@ ImageQuery = str | Path | Image.Image
 Target = Literal["image", "text"]
 TextQuery = str | Sequence[str] | np.ndarray
 ImageQueries = ImageQuery | Sequence[ImageQuery] | np.ndarray
+
+
+class _RowBiases:
+    """A collection's query-bank biases by row position, each computed on first use from the
+    stored row (a pure function of it), then kept: a row's bias costs one pass over the bank
+    once, not once per query. Concurrent fills write the same values."""
+
+    def __init__(self, vectors: np.ndarray, bias: Callable[[np.ndarray], np.ndarray]) -> None:
+        self._vectors, self._bias = vectors, bias
+        self._values = np.full(len(vectors), np.nan, dtype=np.float32)
+
+    def __call__(self, positions: np.ndarray) -> np.ndarray:
+        pos = np.maximum(np.asarray(positions, dtype=np.int64), 0)
+        if len(self._values) == 0:
+            return np.zeros(len(pos), dtype=np.float32)
+        missing = np.unique(pos[np.isnan(self._values[pos])])
+        if len(missing):
+            rows = np.asarray(self._vectors[missing], dtype=np.float32)
+            self._values[missing] = self._bias(rows)
+        return self._values[pos]
 
 
 class Searcher(Closing):
@@ -76,6 +103,8 @@ class Searcher(Closing):
         self.mmap, self.verify, self.device = mmap, verify, device
         self._snapshot = Snapshot.open(self.index_dir, mmap=mmap, verify=verify)
         self._model: tuple[dict[str, Any], IndexModel] | None = None
+        self._bank: tuple[int, QueryBank | None] | None = None
+        self._biases: dict[tuple[int, str], _RowBiases] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -145,6 +174,34 @@ class Searcher(Closing):
             )
         return pack_codes(snap.rotation.encode(vectors))
 
+    def query_bank(self) -> QueryBank | None:
+        """The query bank of the run the index was built from (``None`` when it has none)."""
+        snap = self._snapshot
+        cached = self._bank
+        if cached is not None and cached[0] == snap.version:
+            return cached[1]
+        spec = snap.manifest.model
+        path = snap.folder / str(spec.get("dir", "model")) / QUERY_BANK_FILE
+        bank = load_query_bank(path) if spec.get("kind") == "run" and path.is_file() else None
+        self._bank = (snap.version, bank)
+        return bank
+
+    def _bias(self, query_modality: Target | None, target: Target) -> RowBias | None:
+        if query_modality is None or query_modality == target:
+            return None
+        bank = self.query_bank()
+        if bank is None:
+            return None
+        snap = self._snapshot
+        key = (snap.version, target)
+        biases = self._biases.get(key)
+        if biases is None:
+            fn = bank.image_bias if target == "image" else bank.text_bias
+            biases = _RowBiases(snap.collections[target].vectors, fn)
+            kept = {k: v for k, v in self._biases.items() if k[0] == snap.version}
+            self._biases = {**kept, key: biases}  # older versions' biases are dropped
+        return biases
+
     # --- search --------------------------------------------------------------------------------
     def search(
         self,
@@ -156,6 +213,7 @@ class Searcher(Closing):
         mode: Mode = "float",
         labels: str | Sequence[str] | None = None,
         candidates: int = 1000,
+        query_modality: Target | None = None,
     ) -> Hits:
         """Search ``target`` rows with precomputed query embeddings and/or codes.
 
@@ -169,6 +227,9 @@ class Searcher(Closing):
             mode: ``float``, ``hamming`` or ``two-stage``.
             labels: Only rows whose item carries any of these labels.
             candidates: Hamming candidates re-ranked in ``two-stage`` mode.
+            query_modality: What the queries embed (``image`` or ``text``); a cross-modal
+                search of an index with a query bank then ranks by the normalised score (see
+                the module docstring). ``None``: the plain score.
 
         Raises:
             ValueError: a bad argument, or vectors / codes of the wrong size.
@@ -182,6 +243,8 @@ class Searcher(Closing):
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
+        if query_modality not in (None, "image", "text"):
+            raise ValueError(f"query_modality must be 'image' or 'text', got {query_modality!r}")
         q_vectors = self._check_vectors(vectors, snap) if vectors is not None else None
         q_codes = self._check_codes(codes, snap) if codes is not None else None
         if mode in ("float", "two-stage") and q_vectors is None:
@@ -208,6 +271,7 @@ class Searcher(Closing):
             codes=q_codes,
             allowed=allowed,
             candidates=candidates,
+            bias=self._bias(query_modality, target) if mode != "hamming" else None,
         )
         ids = np.where(pos >= 0, col.ids[np.maximum(pos, 0)] if len(col) else -1, -1)
         return Hits(target, mode, ids, scores, dist, snap)
@@ -262,7 +326,7 @@ class Searcher(Closing):
     # --- the four directions -------------------------------------------------------------------
     def _run(
         self,
-        query_modality: str,
+        query_modality: Target,
         target: Target,
         query: Any,
         k: int,
@@ -279,6 +343,7 @@ class Searcher(Closing):
             mode=mode,
             labels=labels,
             candidates=candidates,
+            query_modality=query_modality,
         )
         results = hits.results()
         return results[0] if single else results

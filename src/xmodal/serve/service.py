@@ -319,6 +319,7 @@ class Service:
                 mode=mode,
                 labels=labels,
                 candidates=candidates,
+                query_modality="image",
             )
             return hits.results()[0]
 

@@ -36,7 +36,7 @@ from xmodal.errors import BadInputError
 from xmodal.integrity import check_files, file_entry, read_json_file
 from xmodal.io import atomic_write, write_json_atomic
 from xmodal.methods import Method, build_method
-from xmodal.querybank import QueryBank, load_query_bank
+from xmodal.querybank import QUERY_BANK_FILE, QueryBank, load_query_bank
 from xmodal.training.config import TrainConfig
 
 __all__ = [
@@ -62,7 +62,7 @@ CONFIG, HISTORY, MODEL, METRICS, SPLIT, PLOT = (
 #: The run's integrity manifest, and the files it covers (those that loading reads).
 CHECKSUMS = "checksums.json"
 #: Query-bank normalisation's training embeddings (only runs trained with ``query_bank_beta``).
-QUERY_BANK = "query_bank.npz"
+QUERY_BANK = QUERY_BANK_FILE
 LOADED_FILES = (CONFIG, SPLIT, MODEL, "text_encoder.state", QUERY_BANK)
 _RUN_FORMAT = "xmodal-run/1"
 
