@@ -562,6 +562,11 @@ def main() -> None:
         t.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
         t.add_argument("--merge", type=Path, nargs="+", help="only re-render the doc from JSONs")
         t.add_argument("--command", help="the command(s) to name in the doc's header")
+        t.add_argument(
+            "--section",
+            default=f"fashion-{step}",
+            help="docs/benchmarks.md section to write (another name keeps the default's rows)",
+        )
     args = parser.parse_args()
     if args.step == "encode":
         encode(
@@ -588,7 +593,7 @@ def main() -> None:
     command = args.command or " ".join(["python", "benchmarks/fashion.py", *sys.argv[1:]])
     if not args.no_doc:
         render = map_markdown if args.step == "map" else transfer_markdown
-        print("updated", update_section(f"fashion-{args.step}", render(results, command)))
+        print("updated", update_section(args.section, render(results, command)))
 
 
 if __name__ == "__main__":
