@@ -409,6 +409,12 @@ def _n(values: dict[str, list[float]]) -> int:
     return len(values["seconds"])
 
 
+def _split_file(records: int) -> str:
+    """Where ``encode --split-out`` was pointed for this many records: the full set's split
+    beside the earlier 2,048-photo one (``fashion-split.json``)."""
+    return "fashion-split-full.json" if records == FASHION_SIZE else "fashion-split.json"
+
+
 def map_markdown(results: dict, command: str) -> str:
     train = results["train"]
     m = results["methods"]
@@ -418,7 +424,8 @@ def map_markdown(results: dict, command: str) -> str:
         f"Command: `{command}`. Machine: {results['machine']}; training on `{results['device']}`. "
         f"Seeded 80/10/10 split of {_which(results['records'], FASHION_SIZE, 'product photos')} ({results['sizes']['train']:,} / "
         f"{results['sizes']['val']:,} / {results['sizes']['test']:,} images, one caption each: "
-        "the product name), stored in `docs/results/fashion-split.json`. Default encoders "
+        f"the product name), stored in `docs/results/{_split_file(results['records'])}`. "
+        "Default encoders "
         "(efficientnet-lite0 1280-d, minilm 384-d), the same frozen features for every row. "
         "Training labels: articleType ∪ subCategory (two per image); checkpoint selected on "
         "validation mAP (mean of i2t and t2i, relevance = shares a label); "
