@@ -185,7 +185,7 @@ def test_an_index_of_a_query_bank_run_ranks_cross_modal_searches_by_the_normalis
     cos + bias (the full-matrix ranking evaluate uses), same-modality searches by the cosine."""
     from xmodal.index import build_index
     from xmodal.pipeline import train
-    from xmodal.search import Searcher
+    from xmodal.search import Searcher, index_metrics
     from xmodal.training.loaded import LoadedRun
 
     data = openmoji(step=40, count=60)
@@ -216,6 +216,16 @@ def test_an_index_of_a_query_bank_run_ranks_cross_modal_searches_by_the_normalis
         _assert_ranked_by(i2t, i2t_ref, text_ids, k)
         i2i = searcher.search("image", vectors=images, k=6, query_modality="image")
         _assert_ranked_by(i2i, images @ images.T, image_ids, 6)
+        # index_metrics searches with the query's modality: the normalised recalls
+        meta = searcher.snapshot.meta.texts(text_ids.tolist())
+        owner_ids = np.asarray([meta[int(t)].item for t in text_ids])
+        owner = searcher.snapshot.collections["image"].positions(owner_ids)
+        ranked = index_metrics(searcher, with_map=False)
+        expected = retrieval_recall(bank.similarity(images, texts), owner)
+        plain = retrieval_recall(images @ texts.T, owner)
+        assert expected["rsum"] != pytest.approx(plain["rsum"])  # the check tells them apart
+        for key in ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5", "rsum"):
+            assert ranked[key] == pytest.approx(expected[key])
         # the named directions pass the query's modality on
         caption = json.loads((data / "data.jsonl").read_text().splitlines()[0])["captions"][0]
         vector, _ = searcher.embed_texts([caption])

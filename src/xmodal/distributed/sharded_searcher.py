@@ -24,7 +24,7 @@ from xmodal.distributed.sharded import MANIFEST, ShardedIndex
 from xmodal.search import Searcher
 from xmodal.search.engine import BIAS_CANDIDATES_PER_ROW, Mode, rerank_exact
 from xmodal.search.results import Hits
-from xmodal.search.searcher import Target
+from xmodal.search.searcher import Target, check_query_modality
 
 __all__ = ["ShardedSearcher"]
 
@@ -81,8 +81,7 @@ class ShardedSearcher(Searcher):
         snap = self.snapshot
         q = self._check_vectors(vectors, snap)
         col = snap.collections[target]
-        if query_modality not in (None, "image", "text"):
-            raise ValueError(f"query_modality must be 'image' or 'text', got {query_modality!r}")
+        check_query_modality(query_modality)
         bias = self._bias(query_modality, target)
         factor = shard.index_kind.rerank_factor(shard.params)
         if bias is not None:

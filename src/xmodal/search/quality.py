@@ -1,7 +1,8 @@
 """Retrieval metrics computed from an index's own rankings.
 
 Every indexed image queries the caption rows and every caption queries the image rows (and each
-modality itself, for mAP), through :meth:`Searcher.search` with ``k`` = all rows; the scores
+modality itself, for mAP), through :meth:`Searcher.search` with ``k`` = all rows (or fewer) and
+the query's modality (so an index with a query bank ranks as its run was evaluated); the scores
 the index returns are put back into score matrices and handed to the metric functions of
 :mod:`xmodal.evaluation` — the same definitions ``xmodal evaluate`` uses. On an index of a run's
 test split with exact (``flat``) indexes, ``float`` mode reproduces ``xmodal evaluate``; other
@@ -20,7 +21,12 @@ __all__ = ["index_metrics"]
 
 
 def _scores(
-    searcher: Searcher, source: Target, target: Target, mode: Mode, candidates: int
+    searcher: Searcher,
+    source: Target,
+    target: Target,
+    mode: Mode,
+    candidates: int,
+    k: int | None = None,
 ) -> np.ndarray:
     """``[n_source, n_target]`` scores of every source row against every target row."""
     snap = searcher.snapshot
@@ -35,9 +41,10 @@ def _scores(
         target,
         vectors=vectors,
         codes=codes,
-        k=n_dst,
+        k=n_dst if k is None else min(k, n_dst),
         mode=mode,
         candidates=candidates,
+        query_modality=source,
     )
     ids = hits.ids.ravel()
     valid = ids >= 0
@@ -52,10 +59,18 @@ def _off_diagonal(m: np.ndarray) -> np.ndarray:
 
 
 def index_metrics(
-    searcher: Searcher, mode: Mode = "float", *, candidates: int = 1000, with_map: bool = True
+    searcher: Searcher,
+    mode: Mode = "float",
+    *,
+    candidates: int = 1000,
+    with_map: bool = True,
+    k: int | None = None,
 ) -> dict[str, float]:
     """Recall@{1,5,10} both ways and rsum (and, with labels, mAP in four directions) of the
     indexed items, from the index's rankings.
+
+    ``k`` caps the rows each cross-modal search returns (``None``: all), e.g. ``k=10`` measures
+    recalls as top-10 searches return them (rows not returned score ``-inf``).
 
     Definitions are :func:`~xmodal.evaluation.retrieval_recall` and
     :func:`~xmodal.evaluation.mean_average_precision` (ties averaged; a caption inherits its
@@ -73,8 +88,8 @@ def index_metrics(
     owner = images.positions(owner_ids)
     if len(owner) != len(texts):
         raise ValueError("some captions belong to items without an image row")
-    i2t = _scores(searcher, "image", "text", mode, candidates)
-    t2i = _scores(searcher, "text", "image", mode, candidates)
+    i2t = _scores(searcher, "image", "text", mode, candidates, k)
+    t2i = _scores(searcher, "text", "image", mode, candidates, k)
     metrics = {k: v for k, v in retrieval_recall(i2t, owner).items() if k.startswith("i2t")}
     metrics.update({k: v for k, v in retrieval_recall(t2i.T, owner).items() if k.startswith("t2i")})
     metrics["rsum"] = float(sum(v for k, v in metrics.items() if "_r" in k))

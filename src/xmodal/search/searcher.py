@@ -58,6 +58,12 @@ TextQuery = str | Sequence[str] | np.ndarray
 ImageQueries = ImageQuery | Sequence[ImageQuery] | np.ndarray
 
 
+def check_query_modality(query_modality: object) -> None:
+    """Raise ``ValueError`` unless ``query_modality`` is ``None``, ``image`` or ``text``."""
+    if query_modality not in (None, "image", "text"):
+        raise ValueError(f"query_modality must be 'image' or 'text', got {query_modality!r}")
+
+
 class _RowBiases:
     """A collection's query-bank biases by row position, each computed on first use from the
     stored row (a pure function of it), then kept: a row's bias costs one pass over the bank
@@ -243,8 +249,7 @@ class Searcher(Closing):
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
-        if query_modality not in (None, "image", "text"):
-            raise ValueError(f"query_modality must be 'image' or 'text', got {query_modality!r}")
+        check_query_modality(query_modality)
         q_vectors = self._check_vectors(vectors, snap) if vectors is not None else None
         q_codes = self._check_codes(codes, snap) if codes is not None else None
         if mode in ("float", "two-stage") and q_vectors is None:
