@@ -405,6 +405,11 @@ def _which(n: int, total: int, what: str) -> str:
     )
 
 
+def _photos(n: int) -> str:
+    """``all 9,583 photos`` or ``first 2,048 photos``: which fashion set a section measured."""
+    return f"all {n:,} photos" if n == FASHION_SIZE else f"first {n:,} photos"
+
+
 def _n(values: dict[str, list[float]]) -> int:
     return len(values["seconds"])
 
@@ -419,7 +424,8 @@ def map_markdown(results: dict, command: str) -> str:
     train = results["train"]
     m = results["methods"]
     lines = [
-        "## Real-photo mAP: `fashion` (`benchmarks/fashion.py map`)",
+        f"## Real-photo mAP: `fashion`, {_photos(results['records'])} "
+        "(`benchmarks/fashion.py map`)",
         "",
         f"Command: `{command}`. Machine: {results['machine']}; training on `{results['device']}`. "
         f"Seeded 80/10/10 split of {_which(results['records'], FASHION_SIZE, 'product photos')} ({results['sizes']['train']:,} / "
@@ -467,7 +473,8 @@ def map_markdown(results: dict, command: str) -> str:
 def transfer_markdown(results: dict, command: str) -> str:
     train, sizes = results["train"], results["sizes"]
     lines = [
-        "## Transfer between real domains: flickr8k -> fashion (`benchmarks/fashion.py transfer`)",
+        "## Transfer between real domains: flickr8k -> fashion, "
+        f"{_photos(sum(sizes['fashion'].values()))} (`benchmarks/fashion.py transfer`)",
         "",
         f"Command: `{command}`. Machine: {results['machine']}; training on `{results['device']}`. "
         f"Source: {_which(sum(sizes['flickr8k'].values()), FLICKR8K_SIZE, 'flickr8k photos')}, "
