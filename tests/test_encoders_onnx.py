@@ -108,3 +108,27 @@ def test_graph_is_exported_once_and_a_damaged_one_again(tmp_path: Path) -> None:
     damaged = OnnxModel("double@1/v1", build, torch.device("cpu"), cache_dir=tmp_path)
     assert damaged.run({"x": np.ones((2, 3), np.float32)}).tolist() == [[2.0] * 3] * 2
     assert len(calls) == 2
+
+
+def test_exporters_name_their_graphs_and_torchscript_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xmodal.encoders.onnx_runtime import Export
+
+    def build() -> Export:
+        return Export(_Double(), (torch.ones(2, 3),), ("x",), ({0: "batch"},))
+
+    x = np.arange(15, dtype=np.float32).reshape(5, 3)
+    dynamo = OnnxModel("double@1/v1", build, torch.device("cpu"), cache_dir=tmp_path)
+    legacy = OnnxModel("double@1/v1", build, torch.device("cpu"), tmp_path, "torchscript")
+    assert legacy.path != dynamo.path  # a graph per exporter, never one read as the other
+    np.testing.assert_array_equal(legacy.run({"x": x}), x * 2)  # batch axis dynamic there too
+    with pytest.raises(ValueError, match="unknown ONNX exporter 'jit'"):
+        OnnxModel("double@1/v1", build, torch.device("cpu"), tmp_path, "jit")
+
+    def unavailable(self: Export, path: Path) -> None:
+        raise RuntimeError("this torch has no TorchScript exporter")
+
+    monkeypatch.setattr(Export, "_write_torchscript", unavailable)
+    later = OnnxModel("double@2/v1", build, torch.device("cpu"), tmp_path, "torchscript")
+    np.testing.assert_array_equal(later.run({"x": x}), x * 2)  # written by dynamo instead
