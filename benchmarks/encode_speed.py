@@ -191,7 +191,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with data.jsonl")
     parser.add_argument("--limit", type=int, default=None, help="use the first N images")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--text-batch-size", type=int, default=256)
+    parser.add_argument(
+        "--text-batch-size", type=int, default=64, help="the feature cache's default"
+    )
     parser.add_argument("--num-workers", type=int, default=None, help="default min(4, cores)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(

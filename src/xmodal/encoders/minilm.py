@@ -103,7 +103,7 @@ class MiniLMEncoder(SentenceTransformerEncoder):
             f"/max{self.model.max_seq_length}-mean-l2-v{PREPROCESS_VERSION}"
         )
         self._onnx = (
-            OnnxModel(self._key, self._export_spec, self.device, exporter="torchscript")
+            OnnxModel(self._key, self._export_spec, self.device, exporter="torchscript", spin=True)
             if self.runtime == "onnx"
             else None
         )

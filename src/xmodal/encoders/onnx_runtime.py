@@ -198,8 +198,8 @@ class OnnxModel:
 
     The graph is exported on first use (``build()`` supplies the :class:`Export`), then reused by
     every process that asks for the same ``key``. Sessions use ``torch.get_num_threads()``
-    intra-op threads (as the torch path would) and do not spin idle threads, so data-loader
-    workers keep the cores they need. ``run`` is thread-safe.
+    intra-op threads (as the torch path would) and, unless ``spin``, do not spin idle threads,
+    so data-loader workers keep the cores they need. ``run`` is thread-safe.
 
     Args:
         key: Identity of the graph: the encoder's cache key (weights digest + preprocessing).
@@ -207,6 +207,10 @@ class OnnxModel:
         device: Where the session runs (CPU, or CUDA with ``onnxruntime-gpu``).
         cache_dir: Cache root (default ``$XMODAL_CACHE``); graphs go to its ``onnx/`` folder.
         exporter: Which torch exporter writes the graph (:data:`EXPORTERS`; part of its name).
+        spin: Let idle intra-op threads spin between operators. Off by default so that image
+            data-loader workers keep the cores; on for an encoder whose pipeline has no such
+            workers (MiniLM: its tokeniser thread is light), where it saves the threads'
+            wake-up at every operator.
     """
 
     def __init__(
@@ -216,10 +220,12 @@ class OnnxModel:
         device: torch.device,
         cache_dir: str | Path | None = None,
         exporter: str = "dynamo",
+        spin: bool = False,
     ) -> None:
         if exporter not in EXPORTERS:
             raise ValueError(f"unknown ONNX exporter {exporter!r}; choose one of {EXPORTERS}")
         self.key, self.device, self._build, self.exporter = key, device, build, exporter
+        self.spin = spin
         ident = f"{key}|opset{OPSET}|export-v{EXPORT_VERSION}"
         if exporter != "dynamo":  # the default's names predate the choice: keep them
             ident += f"|{exporter}"
@@ -244,7 +250,7 @@ class OnnxModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", str(int(self.spin)))
         options.log_severity_level = 3
         return ort.InferenceSession(str(self.path), options, providers=_providers(self.device))
 
