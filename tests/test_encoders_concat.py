@@ -66,6 +66,42 @@ def test_concatenated_features_are_cached_under_their_own_key(tmp_path: Path) ->
     np.testing.assert_array_equal(again, first)
 
 
+def test_a_concatenation_of_cached_parts_is_joined_not_encoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xmodal.datasets.record import Dataset, Record
+    from xmodal.features import FeatureCache
+    from xmodal.features import cache as cache_module
+
+    paths = sorted(DEMO.glob("*.png"))[:5]
+    ds = Dataset("five", DEMO, [Record(p.name, p, (p.stem,)) for p in paths])
+    cache = FeatureCache(tmp_path / "parts")
+    parts = [get_image_encoder(name, device="cpu") for name in PARTS]
+    for part in parts:
+        cache.get_or_encode(ds, image_encoder=part, num_workers=0, progress=False)
+    both = get_image_encoder("+".join(PARTS), device="cpu")
+    encoded = np.array(
+        FeatureCache(tmp_path / "fresh").get_or_encode(
+            ds, image_encoder=both, num_workers=0, progress=False
+        )
+    )
+
+    def no_encoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the parts are cached: nothing should be encoded")
+
+    monkeypatch.setattr(cache_module, "iter_image_rows", no_encoding)
+    joined = np.array(cache.get_or_encode(ds, image_encoder=both, num_workers=0, progress=False))
+    np.testing.assert_allclose(joined, encoded, atol=1e-6)
+    assert sorted(e.encoder for e in cache.entries()) == sorted([both.key, *(p.key for p in parts)])
+    # a valid entry like any other: the same rows again, and a changed image is found stale
+    again = cache.get_or_encode(ds, image_encoder=both, num_workers=0, progress=False)
+    np.testing.assert_array_equal(again, joined)
+    npy = cache.path(ds, both.key, "image")
+    manifest = cache._valid_manifest(npy, both.key, "image", ds.fingerprint())
+    assert manifest is not None and manifest.rows == 5 and manifest.dim == 2560
+    assert cache.stale_rows(ds, npy, manifest, "image").size == 0
+
+
 def test_bad_names_and_parts_are_clear_errors() -> None:
     check_encoder_name("image", "efficientnet-lite0+efficientnet-lite2")
     with pytest.raises(ValueError, match="empty part"):

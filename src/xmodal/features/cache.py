@@ -15,6 +15,8 @@ are also keyed by their file's content (:mod:`xmodal.features.content`): a row w
 changed since it was encoded is encoded again before the entry is handed out. Encoding
 commits every ``chunk_size`` rows; a run that is killed resumes from the last committed chunk.
 Precomputed features (``.mat``/``.h5`` datasets, ``precomputed`` encoders) pass through untouched.
+A concatenation of image encoders (``A+B``) whose parts are all cached is joined from their
+entries instead of encoded again.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from tqdm.auto import tqdm
 from xmodal.datasets.record import Dataset
 from xmodal.encoders.base import ImageEncoder, TextEncoder, get_image_encoder, get_text_encoder
 from xmodal.encoders.batching import DIGEST_SIZE, iter_image_rows
+from xmodal.encoders.concat import ConcatImageEncoder
 from xmodal.errors import BadInputError
 from xmodal.features.content import (
     digests_path,
@@ -43,7 +46,7 @@ from xmodal.features.content import (
     write_digests,
 )
 from xmodal.features.manifest import FORMAT, Manifest, read_manifest, write_manifest
-from xmodal.features.resumable import PartialArray
+from xmodal.features.resumable import PartialArray, partial_paths
 from xmodal.features.rows import image_paths, text_rows
 from xmodal.io import atomic_write, default_cache_dir, exclusive_lock
 
@@ -56,6 +59,8 @@ __all__ = [
 
 Modality = Literal["image", "text"]
 _log = logging.getLogger(__name__)
+#: Rows per block when a concatenation's entry is joined from its parts' entries.
+_ASSEMBLE_ROWS = 4096
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
@@ -260,6 +265,10 @@ class FeatureCache:
                     batch_size=batch_size, num_workers=num_workers, progress=progress,
                 )  # fmt: skip
                 return np.load(npy, mmap_mode="r")
+            if isinstance(encoder, ConcatImageEncoder) and self._assemble(
+                dataset, encoder, npy, fingerprint
+            ):
+                return np.load(npy, mmap_mode="r")
             self._encode(
                 dataset,
                 encoder,
@@ -338,6 +347,51 @@ class FeatureCache:
             npy, encoder, modality, dataset, fingerprint, len(inputs), encoder.dim,
             time.perf_counter() - start_time, out.resumed_from,
         )  # fmt: skip
+
+    def _assemble(
+        self, dataset: Dataset, encoder: ConcatImageEncoder, npy: Path, fingerprint: str
+    ) -> bool:
+        """Write a concatenation's entry from its parts' valid entries, without encoding.
+
+        Each part's rows are scaled to unit length and joined, as
+        :meth:`ConcatImageEncoder.forward` does; the row digests are the first part's (the same
+        image files). Returns ``False`` (nothing written) unless every part is cached.
+        """
+        start_time = time.perf_counter()
+        arrays = [self.get(dataset, part.key, "image", fingerprint) for part in encoder.parts]
+        if any(a is None for a in arrays):
+            return False
+        parts = [a for a in arrays if a is not None]
+        rows = len(parts[0])
+        digests = read_digests(self.path(dataset, encoder.parts[0].key, "image", fingerprint), rows)
+        if digests is None or any(len(a) != rows for a in parts):
+            return False
+        _log.info("%s: joining the cached features of %s", npy.name, encoder.name)
+
+        def write(tmp: Path) -> None:
+            out = np.lib.format.open_memmap(tmp, "w+", np.float32, (rows, encoder.dim))
+            for start in range(0, rows, _ASSEMBLE_ROWS):
+                block = slice(start, start + _ASSEMBLE_ROWS)
+                joined = [np.asarray(a[block], dtype=np.float32) for a in parts]
+                out[block] = np.concatenate(
+                    [
+                        b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+                        for b in joined
+                    ],
+                    axis=1,
+                )
+            out.flush()
+            del out
+
+        atomic_write(npy, write)
+        write_digests(npy, digests)
+        for leftover in partial_paths(npy):  # an interrupted encode of the same entry
+            leftover.unlink(missing_ok=True)
+        write_manifest(
+            npy, encoder, "image", dataset, fingerprint, rows, encoder.dim,
+            time.perf_counter() - start_time,
+        )  # fmt: skip
+        return True
 
     def _update_rows(
         self,
