@@ -181,7 +181,7 @@ def test_cli_lists_presets_and_rejects_bad_options_before_any_work(tmp_path: Pat
 @pytest.mark.parametrize(
     ("preset", "image_encoder", "options", "image_dim"),
     [
-        ("cca-flickr8k", "efficientnet-lite0", {"ridge": 3.0, "power": 0.5}, 1280),
+        ("cca-flickr8k", "efficientnet-lite0", {"ridge": 1.0, "power": 0.5}, 1280),
         (
             "cca-flickr8k-concat",
             "efficientnet-lite0+efficientnet-lite1+efficientnet-lite2",
