@@ -62,6 +62,11 @@ EXPORTERS = ("dynamo", "torchscript")
 _log = logging.getLogger(__name__)
 
 
+def _check_exporter(exporter: str) -> None:
+    if exporter not in EXPORTERS:
+        raise ValueError(f"unknown ONNX exporter {exporter!r}; choose one of {EXPORTERS}")
+
+
 def onnx_available() -> bool:
     """Whether ONNX Runtime and the exporter's packages (``onnx``, ``onnxscript``) import."""
     return all(
@@ -135,8 +140,7 @@ class Export:
     def write(self, path: Path, exporter: str = "dynamo") -> None:
         """Export to ``path`` with ``exporter`` (one of :data:`EXPORTERS`; not atomic:
         :class:`OnnxModel` writes to a temporary file)."""
-        if exporter not in EXPORTERS:
-            raise ValueError(f"unknown ONNX exporter {exporter!r}; choose one of {EXPORTERS}")
+        _check_exporter(exporter)
         quiet = logging.getLogger("torch.onnx")
         level = quiet.level
         quiet.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping ..." and the like
@@ -159,29 +163,23 @@ class Export:
             {axis: dims.setdefault(dim, torch.export.Dim(dim)) for axis, dim in axes.items()}
             for axes in self.dynamic
         )
-        torch.onnx.export(
-            self.module,
-            self.inputs,
-            str(path),
-            input_names=list(self.input_names),
-            output_names=[self.output_name],
-            dynamic_shapes=shapes,
-            opset_version=OPSET,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
+        self._torch_export(
+            path, dynamo=True, dynamic_shapes=shapes, external_data=False, verbose=False
         )
 
     def _write_torchscript(self, path: Path) -> None:
+        axes = dict(zip(self.input_names, map(dict, self.dynamic), strict=True))
+        self._torch_export(path, dynamo=False, dynamic_axes=axes)
+
+    def _torch_export(self, path: Path, **exporter_options: Any) -> None:
         torch.onnx.export(
             self.module,
             self.inputs,
             str(path),
             input_names=list(self.input_names),
             output_names=[self.output_name],
-            dynamic_axes=dict(zip(self.input_names, map(dict, self.dynamic), strict=True)),
             opset_version=OPSET,
-            dynamo=False,
+            **exporter_options,
         )
 
 
@@ -222,8 +220,7 @@ class OnnxModel:
         exporter: str = "dynamo",
         spin: bool = False,
     ) -> None:
-        if exporter not in EXPORTERS:
-            raise ValueError(f"unknown ONNX exporter {exporter!r}; choose one of {EXPORTERS}")
+        _check_exporter(exporter)
         self.key, self.device, self._build, self.exporter = key, device, build, exporter
         self.spin = spin
         ident = f"{key}|opset{OPSET}|export-v{EXPORT_VERSION}"

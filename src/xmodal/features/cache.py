@@ -31,6 +31,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from xmodal.datasets.record import Dataset
@@ -358,28 +359,29 @@ class FeatureCache:
         image files). Returns ``False`` (nothing written) unless every part is cached.
         """
         start_time = time.perf_counter()
-        arrays = [self.get(dataset, part.key, "image", fingerprint) for part in encoder.parts]
-        if any(a is None for a in arrays):
+        first, *others = encoder.parts
+        head = self.get(dataset, first.key, "image", fingerprint)  # hashes every image once
+        digests = read_digests(self.path(dataset, first.key, "image", fingerprint), len(dataset))
+        if head is None or digests is None:
             return False
-        parts = [a for a in arrays if a is not None]
-        rows = len(parts[0])
-        digests = read_digests(self.path(dataset, encoder.parts[0].key, "image", fingerprint), rows)
-        if digests is None or any(len(a) != rows for a in parts):
-            return False
+        parts = [head]
+        for part in others:  # fresh iff encoded from the same bytes: compare, do not re-hash
+            part_npy = self.path(dataset, part.key, "image", fingerprint)
+            if self._valid_manifest(part_npy, part.key, "image", fingerprint) is None:
+                return False
+            recorded = read_digests(part_npy, len(dataset))
+            if recorded is None or not np.array_equal(recorded, digests):
+                return False
+            parts.append(np.load(part_npy, mmap_mode="r"))
+        rows = len(dataset)
         _log.info("%s: joining the cached features of %s", npy.name, encoder.name)
 
         def write(tmp: Path) -> None:
             out = np.lib.format.open_memmap(tmp, "w+", np.float32, (rows, encoder.dim))
             for start in range(0, rows, _ASSEMBLE_ROWS):
                 block = slice(start, start + _ASSEMBLE_ROWS)
-                joined = [np.asarray(a[block], dtype=np.float32) for a in parts]
-                out[block] = np.concatenate(
-                    [
-                        b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-                        for b in joined
-                    ],
-                    axis=1,
-                )
+                joined = [F.normalize(torch.from_numpy(np.array(a[block])), dim=1) for a in parts]
+                out[block] = torch.cat(joined, dim=1).numpy()
             out.flush()
             del out
 
