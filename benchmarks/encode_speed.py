@@ -3,8 +3,9 @@
 Images (efficientnet-lite0) and texts (minilm), each four ways: the torch forward pass and the ONNX
 Runtime forward pass alone (inputs prepared beforehand, same batches), and the full pipeline
 (``encode_images`` / ``MiniLMEncoder.encode``: decode or tokenise + forward) with ONNX Runtime
-(now the default) and with torch (what xmodal ran before). The table gives each path's throughput
-and its ratio to the ONNX Runtime forward and to the torch pipeline.
+(now the default) and with torch (what xmodal ran before); texts also with ``minilm-int8`` (the
+int8-quantised graph, forward and pipeline). The table gives each path's throughput and its ratio
+to the ONNX Runtime forward and to the torch pipeline.
 
 Run from the repository root::
 
@@ -126,6 +127,7 @@ def bench_images(args: argparse.Namespace, paths: list[Path]) -> list[Row]:
 def bench_texts(args: argparse.Namespace, texts: list[str]) -> list[Row]:
     onnx = get_text_encoder("minilm", device=args.device)
     torch_enc = get_text_encoder("minilm", device=args.device, runtime="torch")
+    int8 = get_text_encoder("minilm-int8", device=args.device)
     bs = args.text_batch_size
     order = onnx.length_order(texts)
     start = time.perf_counter()
@@ -133,7 +135,7 @@ def bench_texts(args: argparse.Namespace, texts: list[str]) -> list[Row]:
         onnx.tokenize([texts[i] for i in order[s : s + bs]]) for s in range(0, len(texts), bs)
     ]
     prep_s = time.perf_counter() - start
-    for enc in (onnx, torch_enc):
+    for enc in (onnx, torch_enc, int8):
         enc.forward_tokens(tokenised[0])
 
     def forward(enc: MiniLMEncoder) -> Callable[[], None]:
@@ -147,6 +149,8 @@ def bench_texts(args: argparse.Namespace, texts: list[str]) -> list[Row]:
         "ONNX Runtime forward": forward(onnx),
         "pipeline, ONNX Runtime (now)": pipeline(onnx),
         "pipeline, torch (before)": pipeline(torch_enc),
+        "ONNX Runtime int8 forward (minilm-int8)": forward(int8),
+        "pipeline, ONNX Runtime int8 (minilm-int8)": pipeline(int8),
     }
     times = interleaved(fns, dict.fromkeys(fns, args.repeats), torch.device("cpu"))
     settings = f"batch {bs}, length-sorted, tokeniser thread"
@@ -233,7 +237,9 @@ def main() -> None:
             "workers read each file once, hash it, decode with `load_image`, resize the shorter "
             "side to 256 bicubic, centre-crop 224, uint8 batches; forward in the main process). "
             "Texts: forward = `forward_tokens` on batches tokenised beforehand; pipeline = "
-            "`MiniLMEncoder.encode` (length sort, tokeniser thread, forward). Goals: image "
+            "`MiniLMEncoder.encode` (length sort, tokeniser thread, forward); int8 = `minilm-int8`, "
+            "the same graph with int8 MatMul weights (its features differ: own cache key). "
+            "Goals: image "
             "pipeline >= 0.9x the ONNX Runtime forward and >= 5x the torch pipeline; text "
             "pipeline >= 1.5x the torch pipeline.",
             "",

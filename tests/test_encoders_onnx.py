@@ -132,3 +132,42 @@ def test_exporters_name_their_graphs_and_torchscript_falls_back(
     monkeypatch.setattr(Export, "_write_torchscript", unavailable)
     later = OnnxModel("double@2/v1", build, torch.device("cpu"), tmp_path, "torchscript")
     np.testing.assert_array_equal(later.run({"x": x}), x * 2)  # written by dynamo instead
+
+
+def test_int8_graph_is_quantised_and_named_apart(tmp_path: Path) -> None:
+    import onnx
+
+    from xmodal.encoders.onnx_runtime import Export
+
+    linear = torch.nn.Linear(64, 32, bias=False).eval()
+
+    def build() -> Export:
+        return Export(linear, (torch.ones(2, 64),), ("x",), ({0: "batch"},))
+
+    x = np.random.default_rng(0).standard_normal((7, 64)).astype(np.float32)
+    exact = OnnxModel("linear@1/v1", build, torch.device("cpu"), cache_dir=tmp_path)
+    int8 = OnnxModel("linear@1/v1", build, torch.device("cpu"), cache_dir=tmp_path, int8=True)
+    assert int8.path != exact.path  # a quantised graph is never read as the float one
+    want = x @ linear.weight.detach().numpy().T
+    np.testing.assert_allclose(exact.run({"x": x}), want, atol=1e-5)
+    got = int8.run({"x": x})  # batch 7: the batch axis stays dynamic
+    assert got.shape == want.shape and not np.allclose(got, want, atol=1e-5)
+    assert _row_cosines(got, want).min() >= 0.99
+    ops = {n.op_type for n in onnx.load(str(int8.path)).graph.node}
+    assert "MatMulInteger" in ops and "MatMul" not in ops
+    assert not list(tmp_path.rglob("float.onnx"))  # the float scratch graph is cleaned up
+
+
+def test_minilm_int8_has_its_own_key_and_close_features(captions: list[str]) -> None:
+    exact = get_text_encoder("minilm", device="cpu")
+    int8 = get_text_encoder("minilm-int8", device="cpu")
+    assert int8.name == "minilm-int8" and int8.runtime == "onnx"
+    assert int8.key.startswith("minilm-int8@") and int8.key != exact.key
+    a = int8.encode(captions, batch_size=16, progress=False)
+    b = exact.encode(captions, batch_size=16, progress=False)
+    cos = _row_cosines(a, b)
+    assert a.shape == (len(captions), 384)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    assert cos.mean() >= 0.98 and cos.min() >= 0.95 and cos.max() < 0.99999  # close, not equal
+    with pytest.raises(ValueError, match="minilm-int8 runs only on ONNX Runtime"):
+        get_text_encoder("minilm-int8", device="cpu", runtime="torch")

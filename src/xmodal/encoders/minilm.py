@@ -9,6 +9,10 @@ model plus mean pooling and L2 normalisation, exported once per weights digest w
 batch and sequence axes, by torch's TorchScript exporter with eager attention: the graph ONNX
 Runtime runs fastest here); ``runtime="torch"`` runs sentence-transformers. Tokenisation is the
 same Rust tokenizer either way, and both runtimes share the cache key.
+
+``minilm-int8`` is the same graph with its matrix weights quantised to int8 (ONNX Runtime only):
+about 2.4x faster on a CPU with VNNI, with features that differ a little (mean cosine about
+0.994 to ``minilm``'s), so it has its own cache key and its own name.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ class MiniLMEncoder(SentenceTransformerEncoder):
             packaged MiniLM).
         max_seq_length: Token limit (default: the model's, 256); longer texts are truncated.
         runtime: ``"auto"`` (ONNX Runtime where it can run), ``"onnx"`` or ``"torch"``.
+        int8: Run the int8-quantised graph (``minilm-int8``: ONNX Runtime only, its own name
+            and cache key). ``ValueError`` with ``runtime="torch"`` or without ONNX Runtime.
     """
 
     name = "minilm"
@@ -88,29 +94,43 @@ class MiniLMEncoder(SentenceTransformerEncoder):
         model_path: str | Path | None = None,
         max_seq_length: int | None = None,
         runtime: str = "auto",
+        int8: bool = False,
     ) -> None:
+        if int8 and runtime == "torch":
+            raise ValueError(
+                "minilm-int8 runs only on ONNX Runtime; use minilm for runtime='torch'"
+            )
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
         if not (self.model_path / "modules.json").is_file():
             raise ValueError(f"not a sentence-transformers model folder: {self.model_path}")
         super().__init__(
             self.model_path, device=device, max_seq_length=max_seq_length, local_files_only=True
         )
-        self.runtime = resolve_runtime(runtime, self.device)
+        self.runtime = resolve_runtime("onnx" if int8 else runtime, self.device)
         if model_path is None:
             self.weights_source = "packaged"
+        if int8:
+            self.name = "minilm-int8"
         self._key = (
             f"{self.name}@{file_digest(weights_file(self.model_path))}"
             f"/max{self.model.max_seq_length}-mean-l2-v{PREPROCESS_VERSION}"
         )
         self._onnx = (
-            OnnxModel(self._key, self._export_spec, self.device, exporter="torchscript", spin=True)
+            OnnxModel(
+                self._key,
+                self._export_spec,
+                self.device,
+                exporter="torchscript",
+                spin=True,
+                int8=int8,
+            )
             if self.runtime == "onnx"
             else None
         )
 
     @property
     def key(self) -> str:
-        """``minilm@<weights digest>/max<tokens>-mean-l2-v<n>`` (the same for both runtimes)."""
+        """``<name>@<weights digest>/max<tokens>-mean-l2-v<n>`` (the same for both runtimes)."""
         return self._key
 
     def _export_spec(self) -> Export:
@@ -144,4 +164,20 @@ def _minilm(
 ) -> MiniLMEncoder:
     return MiniLMEncoder(
         device=device, model_path=model_path, max_seq_length=max_seq_length, runtime=runtime
+    )
+
+
+@register_text_encoder("minilm-int8", EncoderInfo(384, "onnx", "packaged"))
+def _minilm_int8(
+    device: str | torch.device | None = None,
+    model_path: str | Path | None = None,
+    max_seq_length: int | None = None,
+    runtime: str = "onnx",
+) -> MiniLMEncoder:
+    return MiniLMEncoder(
+        device=device,
+        model_path=model_path,
+        max_seq_length=max_seq_length,
+        runtime=runtime,
+        int8=True,
     )

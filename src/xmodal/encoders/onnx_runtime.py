@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import importlib.util
 import logging
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Mapping
@@ -191,6 +192,28 @@ class _Discard:
         pass
 
 
+def _write_int8(spec: Export, path: Path, exporter: str) -> None:
+    """Export ``spec`` to a scratch float graph, then write its int8 quantisation to ``path``."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()  # quantize_dynamic warns on the root logger about pre-processing
+    level = root.level
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        float_graph = Path(scratch) / "float.onnx"
+        spec.write(float_graph, exporter)
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(
+                float_graph,
+                path,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul"],
+                per_channel=True,
+            )
+        finally:
+            root.setLevel(level)
+
+
 class OnnxModel:
     """An exported graph in the model store and the ONNX Runtime session that runs it.
 
@@ -209,6 +232,11 @@ class OnnxModel:
             data-loader workers keep the cores; on for an encoder whose pipeline has no such
             workers (MiniLM: its tokeniser thread is light), where it saves the threads'
             wake-up at every operator.
+        int8: Store the graph with its ``MatMul`` weights quantised to int8, one scale per
+            output channel, and activations quantised at run time (ONNX Runtime's dynamic
+            quantisation; part of the graph's name). A CPU with VNNI runs MiniLM's about 2.4x
+            faster, but the features change (mean cosine about 0.994 to the float graph's), so
+            an encoder that uses it needs a cache key of its own.
     """
 
     def __init__(
@@ -219,13 +247,16 @@ class OnnxModel:
         cache_dir: str | Path | None = None,
         exporter: str = "dynamo",
         spin: bool = False,
+        int8: bool = False,
     ) -> None:
         _check_exporter(exporter)
         self.key, self.device, self._build, self.exporter = key, device, build, exporter
-        self.spin = spin
+        self.spin, self.int8 = spin, int8
         ident = f"{key}|opset{OPSET}|export-v{EXPORT_VERSION}"
         if exporter != "dynamo":  # the default's names predate the choice: keep them
             ident += f"|{exporter}"
+        if int8:
+            ident += "|int8-dynamic-per-channel"
         digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
         name = key.split("@", 1)[0].replace("/", "_").replace(":", "_")
         self.path = model_store(cache_dir) / f"{name}-{digest}.onnx"
@@ -238,7 +269,10 @@ class OnnxModel:
     def _export(self) -> None:
         _log.info("exporting %s to ONNX (once) at %s", self.key, self.path)
         spec = self._build()
-        atomic_write(self.path, lambda tmp: spec.write(tmp, self.exporter))
+        if self.int8:
+            atomic_write(self.path, lambda tmp: _write_int8(spec, tmp, self.exporter))
+        else:
+            atomic_write(self.path, lambda tmp: spec.write(tmp, self.exporter))
         self.path.chmod(0o644)  # mkstemp made it private; the store is shared like the cache
 
     def _open(self) -> Any:
