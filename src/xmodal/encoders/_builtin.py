@@ -7,6 +7,7 @@ open_clip, timm) only when an encoder is built, so importing this module stays c
 from __future__ import annotations
 
 from xmodal.encoders import (
+    conse,
     efficientnet,
     hf,
     intermediate,
@@ -25,6 +26,7 @@ for _name in ("tfidf", "bow"):
     )
 
 __all__ = [
+    "conse",
     "efficientnet",
     "hf",
     "intermediate",

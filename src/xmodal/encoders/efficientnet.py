@@ -173,6 +173,13 @@ class EfficientNetLiteEncoder(ImageEncoder):
         """The full ImageNet classifier (torch): ``[B, 3, crop, crop]`` -> ``[B, 1000]`` logits."""
         return self.model(self._prepare(batch))
 
+    @torch.inference_mode()
+    def class_probabilities(self, features: torch.Tensor) -> torch.Tensor:
+        """ImageNet class probabilities from pooled ``forward`` features: ``[B, 1280]`` ->
+        ``[B, 1000]`` (the model's own fc layer and a softmax; dropout is off when frozen)."""
+        fc = self.model._fc
+        return torch.softmax(fc(features.to(fc.weight.device, fc.weight.dtype)), dim=1)
+
     def classify(self, images: Sequence[Image.Image]) -> np.ndarray:
         """ImageNet class index (0..999) of each image, through the model's own fc layer."""
         if not images:
