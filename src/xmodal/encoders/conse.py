@@ -141,7 +141,7 @@ class ConSEImageEncoder(ImageEncoder):
         return self.from_features(self.classifier.forward(batch).float())
 
 
-_INFO = EncoderInfo("the text encoder's (384 for minilm)", "auto", "packaged")
+_INFO = EncoderInfo(384, "auto", "packaged (ImageNet classifier + minilm)")
 
 
 @register_image_encoder("conse:*", _INFO)
@@ -155,7 +155,7 @@ def _conse_image(
     return ConSEImageEncoder(classifier, get_text_encoder(_TEXT_ENCODER, device=device), top)
 
 
-@register_text_encoder("conse:*", EncoderInfo(384, "auto", "packaged"))
+@register_text_encoder("conse:*", EncoderInfo(384, "auto", "packaged (minilm)"))
 def _conse_text(
     variant: str, device: str | torch.device | None = None, runtime: str = "auto"
 ) -> TextEncoder:
