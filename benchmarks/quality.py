@@ -641,6 +641,10 @@ EXPLORE: list[tuple[str, str, dict, dict]] = [
     ("infonce, weight decay 0.1", "infonce", {}, {"weight_decay": 0.1}),
     ("infonce, batch 512", "infonce", {}, {"batch_size": 512}),
     ("infonce, lr 3e-4, 10 epochs", "infonce", {}, {"lr": 3e-4, "epochs": 10}),
+    ("infonce, dropout 0.7", "infonce", {"dropout": 0.7}, {}),
+    ("infonce, dropout 0.5, 60 epochs", "infonce", {"dropout": 0.5}, {"epochs": 60}),
+    ("infonce, dropout 0.5, batch 512", "infonce", {"dropout": 0.5}, {"batch_size": 512}),
+    ("cusa(vse)+tuned, dropout 0.5", "cusa(vse)+tuned", {"dropout": 0.5}, {}),
     (
         "infonce, last image block fine-tuned (efficientnet-top1)",
         "infonce",

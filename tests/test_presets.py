@@ -209,3 +209,21 @@ def test_cca_flickr8k_presets_fit_cca_with_their_options_and_encoders(
     assert config["image_encoder"] == image_encoder and config["image_dim"] == image_dim
     assert {k: config["method_options"][k] for k in options} == options
     assert a["val"] == b["val"] and a["val"]["rsum"] > 0
+
+
+def test_infonce_flickr8k_preset_trains_infonce_with_its_dropout_and_batch(
+    openmoji, tmp_path
+) -> None:
+    """The regularised infonce preset trains on a small real slice with dropout 0.5 and batches
+    of 512, exactly as infonce given those options directly does (same seed)."""
+    from xmodal.pipeline import train
+
+    data = openmoji(step=40)
+    quiet = {"device": "cpu", "progress": False, "epochs": 2}
+    a = train(data, tmp_path / "preset", preset="infonce-flickr8k", train_options=quiet)
+    b = train(data, tmp_path / "direct", "infonce", method_options={"dropout": 0.5},
+              train_options={**quiet, "batch_size": 512})  # fmt: skip
+    config = json.loads((tmp_path / "preset" / "config.json").read_text())
+    assert config["method"] == "infonce" and config["preset"] == "infonce-flickr8k"
+    assert config["method_options"]["dropout"] == 0.5 and config["train"]["batch_size"] == 512
+    assert a["val"] == b["val"] and a["val"]["rsum"] > 0
