@@ -155,29 +155,24 @@ class MiniLMEncoder(SentenceTransformerEncoder):
         return super().forward_tokens(features)
 
 
-@register_text_encoder("minilm", EncoderInfo(384, "auto", "packaged"))
-def _minilm(
-    device: str | torch.device | None = None,
-    model_path: str | Path | None = None,
-    max_seq_length: int | None = None,
-    runtime: str = "auto",
-) -> MiniLMEncoder:
-    return MiniLMEncoder(
-        device=device, model_path=model_path, max_seq_length=max_seq_length, runtime=runtime
-    )
+def _register(name: str, int8: bool) -> None:
+    runtime_default = "onnx" if int8 else "auto"
+
+    @register_text_encoder(name, EncoderInfo(384, runtime_default, "packaged"))
+    def factory(
+        device: str | torch.device | None = None,
+        model_path: str | Path | None = None,
+        max_seq_length: int | None = None,
+        runtime: str = runtime_default,
+    ) -> MiniLMEncoder:
+        return MiniLMEncoder(
+            device=device,
+            model_path=model_path,
+            max_seq_length=max_seq_length,
+            runtime=runtime,
+            int8=int8,
+        )
 
 
-@register_text_encoder("minilm-int8", EncoderInfo(384, "onnx", "packaged"))
-def _minilm_int8(
-    device: str | torch.device | None = None,
-    model_path: str | Path | None = None,
-    max_seq_length: int | None = None,
-    runtime: str = "onnx",
-) -> MiniLMEncoder:
-    return MiniLMEncoder(
-        device=device,
-        model_path=model_path,
-        max_seq_length=max_seq_length,
-        runtime=runtime,
-        int8=True,
-    )
+_register("minilm", int8=False)
+_register("minilm-int8", int8=True)
