@@ -895,14 +895,6 @@ def write_flickr8k_split(path: Path, train_images: int | None) -> None:
     print(f"wrote {path}: {len(train)} / {len(split.val)} / {len(split.test)} images")
 
 
-def _relative(path: Path) -> str:
-    """``path`` relative to the repository root where it lies inside it (for commands in docs)."""
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
 def _data_flags(args: argparse.Namespace) -> str:
     """The ``--features`` / ``--train-images`` part of a flickr8k command line."""
     flags = f" --features {args.features.name}" if args.features else ""
@@ -924,7 +916,7 @@ def flickr8k_main(args: argparse.Namespace) -> None:
         command = (
             "python benchmarks/quality.py train --dataset flickr8k --explore"
             + _data_flags(args)
-            + (f" --json {_relative(explore_json)}" if explore_json != EXPLORE_JSON else "")
+            + (f" --json {args.json}" if explore_json != EXPLORE_JSON else "")
             + f" --device {args.device}"
         )
         if not args.no_doc:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -56,12 +55,6 @@ CLASS_TEMPLATE = "{}"
 NAMES_VERSION = 1
 _NAMES_FILE = Path(__file__).with_name("imagenet_classes.txt")
 _TEXT_ENCODER = "minilm"
-
-
-class _Classifier(Protocol):
-    """An image encoder whose pooled features an ImageNet classifier head reads."""
-
-    def class_probabilities(self, features: torch.Tensor) -> torch.Tensor: ...
 
 
 def imagenet_class_names() -> list[str]:
@@ -99,7 +92,8 @@ class ConSEImageEncoder(ImageEncoder):
     def __init__(
         self, classifier: ImageEncoder, text_encoder: TextEncoder, top: int = DEFAULT_TOP
     ) -> None:
-        if not callable(getattr(classifier, "class_probabilities", None)):
+        probabilities = getattr(classifier, "class_probabilities", None)
+        if not callable(probabilities):
             raise ValueError(
                 f"conse: needs an ImageNet classifier (efficientnet-lite0/1/2), not "
                 f"{classifier.name!r}"
@@ -107,6 +101,7 @@ class ConSEImageEncoder(ImageEncoder):
         if not 1 <= top <= 1000:
             raise ValueError(f"conse: top must be in [1, 1000], got {top}")
         self.classifier, self.text_encoder, self.top = classifier, text_encoder, top
+        self._class_probabilities: Callable[[torch.Tensor], torch.Tensor] = probabilities
         self.name = f"conse:{classifier.name}"
         self.dim = text_encoder.dim
         self.device = classifier.device
@@ -132,8 +127,7 @@ class ConSEImageEncoder(ImageEncoder):
     def from_features(self, features: torch.Tensor) -> torch.Tensor:
         """The ConSE embeddings of the classifier's pooled features (``[B, 1280]`` -> ``[B, dim]``):
         what :meth:`forward` computes after the classifier's forward pass."""
-        classifier: _Classifier = self.classifier  # type: ignore[assignment]
-        probabilities = classifier.class_probabilities(features).cpu().float()
+        probabilities = self._class_probabilities(features).cpu().float()
         return conse_embedding(probabilities, self.class_embeddings, self.top)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:

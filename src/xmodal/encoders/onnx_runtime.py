@@ -269,10 +269,8 @@ class OnnxModel:
     def _export(self) -> None:
         _log.info("exporting %s to ONNX (once) at %s", self.key, self.path)
         spec = self._build()
-        if self.int8:
-            atomic_write(self.path, lambda tmp: _write_int8(spec, tmp, self.exporter))
-        else:
-            atomic_write(self.path, lambda tmp: spec.write(tmp, self.exporter))
+        write = _write_int8 if self.int8 else Export.write
+        atomic_write(self.path, lambda tmp: write(spec, tmp, self.exporter))
         self.path.chmod(0o644)  # mkstemp made it private; the store is shared like the cache
 
     def _open(self) -> Any:
